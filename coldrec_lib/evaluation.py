@@ -1,0 +1,211 @@
+"""Evaluation protocols as explicit objects, and one evaluator for every model.
+
+A protocol says *what is ranked* (the whole catalogue, or the held-out items among sampled
+negatives), *which items are masked*, how ties are broken and which metrics are computed. Its
+``describe()`` is printed beside every number (`00_foundations`, section "Two protocols").
+
+A model takes part by implementing the `coldrec_lib.models.Recommender` contract:
+``score(batch) -> [B, n_items + 1]`` and optionally ``score_candidates(batch, candidates)``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .data.datasets import atomic_write_text
+from .data.interactions import PAD
+from .data.splits import EvalBatch, EvalSet
+from .metrics import ranking_metrics
+
+TIES = "ties pessimistic (an equal-scoring item ranks above the target)"
+
+
+@dataclass(frozen=True)
+class FullRanking:
+    """Rank every item of the catalogue; the user's history items are masked (score -inf)."""
+
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    mask_history: bool = True
+    recall_denominator: str = "R"
+
+    def describe(self, n_items: int) -> str:
+        masked = "the user's history items masked" if self.mask_history else "nothing masked"
+        return (f"full ranking over all {n_items:,} items, {masked}; Recall denominator "
+                f"{self.recall_denominator}; {TIES}")
+
+
+@dataclass(frozen=True)
+class SampledRanking:
+    """Rank the held-out items among ``n_negatives`` negatives drawn uniformly, once, with
+    ``seed``, from the items that are neither in the user's history nor held out."""
+
+    n_negatives: int = 100
+    seed: int = 0
+    ks: tuple[int, ...] = (1, 5, 10)
+    recall_denominator: str = "R"
+
+    def describe(self, n_items: int) -> str:
+        return (f"held-out item(s) + {self.n_negatives} sampled negatives (uniform over the "
+                f"{n_items:,} items minus history and targets, fixed by seed {self.seed}); "
+                f"{TIES}")
+
+
+@dataclass
+class EvalResult:
+    model: str
+    protocol: str
+    eval_set: str
+    n_users: int
+    metrics: dict[str, float]
+    per_user: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    def __str__(self) -> str:
+        values = "  ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        return f"{self.model} | {self.eval_set} ({self.n_users:,} users)\n  {values}\n  protocol: {self.protocol}"
+
+
+class Evaluator:
+    """Scores any `Recommender` on an `EvalSet` under one protocol.
+
+    Sampled negatives are drawn once here, so every model is ranked against the same ones.
+    """
+
+    def __init__(self, eval_set: EvalSet, protocol, n_items: int, batch_size: int = 1024,
+                 max_history: int | None = None, device=None):
+        self.eval_set, self.protocol, self.n_items = eval_set, protocol, n_items
+        self.batch_size, self.max_history = batch_size, max_history
+        self.device = torch.device(device) if device is not None else None
+        self.negatives = (self._draw_negatives() if isinstance(protocol, SampledRanking)
+                          else None)
+
+    def describe(self) -> str:
+        return self.protocol.describe(self.n_items)
+
+    def _draw_negatives(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.protocol.seed)
+        chunks = []
+        for rows in torch.arange(len(self.eval_set)).split(self.batch_size):
+            batch = self.eval_set.batch(rows)
+            noise = torch.rand(len(rows), self.n_items + 1, generator=generator)
+            noise[:, PAD] = -1
+            noise.scatter_(1, batch.history, -1)
+            noise.scatter_(1, batch.targets, -1)
+            allowed = (noise >= 0).sum(1)
+            if (allowed < self.protocol.n_negatives).any():
+                raise ValueError(f"{self.eval_set.name}: a user has only {int(allowed.min())} "
+                                 f"items left to sample {self.protocol.n_negatives} negatives from")
+            chunks.append(noise.topk(self.protocol.n_negatives, dim=1).indices)
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def evaluate(self, model, name: str | None = None, progress: bool = False) -> EvalResult:
+        was_training = model.training
+        model.eval()
+        device = self.device or _model_device(model)
+        per_user: dict[str, list[torch.Tensor]] = {}
+        top_items = []
+        rows_all = torch.arange(len(self.eval_set))
+        try:
+            for rows in tqdm(rows_all.split(self.batch_size), disable=not progress, desc="eval",
+                             leave=False):
+                batch = self.eval_set.batch(rows, self.max_history).to(device)
+                scores, relevant, candidates = self._score(model, batch, rows)
+                values, top = ranking_metrics(scores, relevant, self.protocol.ks,
+                                              self.protocol.recall_denominator)
+                for key, value in values.items():
+                    per_user.setdefault(key, []).append(value.cpu())
+                top_k = top[:, :max(self.protocol.ks)]
+                top_items.append((candidates.gather(1, top_k) if candidates is not None
+                                  else top_k).cpu())
+        finally:
+            model.train(was_training)
+        per_user_t = {k: torch.cat(v) for k, v in per_user.items()}
+        metrics = {k: float(v.mean()) for k, v in per_user_t.items()}
+        top_all = torch.cat(top_items)
+        for k in self.protocol.ks:
+            metrics[f"Coverage@{k}"] = len(torch.unique(top_all[:, :k])) / self.n_items
+        return EvalResult(name or type(model).__name__, self.describe(), self.eval_set.name,
+                          len(self.eval_set), metrics, per_user_t)
+
+    def _score(self, model, batch: EvalBatch, rows):
+        """-> (scores [B, C], relevant [B, C], candidate item ids [B, C] or None for full)."""
+        if isinstance(self.protocol, SampledRanking):
+            candidates = torch.cat([batch.targets, self.negatives[rows].to(batch.targets.device)], 1)
+            if hasattr(model, "score_candidates"):
+                scores = model.score_candidates(batch, candidates)
+            else:
+                scores = model.score(batch).gather(1, candidates)
+            relevant = torch.zeros_like(candidates, dtype=torch.bool)
+            relevant[:, :batch.targets.shape[1]] = batch.targets != PAD
+            scores = scores.float().masked_fill(~relevant & (candidates == PAD), float("-inf"))
+            return scores, relevant, candidates
+        scores = model.score(batch).float().clone()
+        expected = (len(rows), self.n_items + 1)
+        if tuple(scores.shape) != expected:
+            raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}; "
+                             f"expected {expected} (column 0 is the padding item)")
+        scores[:, PAD] = float("-inf")
+        if self.protocol.mask_history:
+            scores.scatter_(1, batch.history, float("-inf"))
+        relevant = torch.zeros_like(scores, dtype=torch.bool)
+        relevant.scatter_(1, batch.targets, True)
+        relevant[:, PAD] = False
+        return scores, relevant, None
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------- results tables
+@dataclass
+class ResultsTable:
+    """Rows of results (model -> metrics) with the data, preset, machine and protocol that
+    produced them. Printed as a table; saved as JSON (atomically)."""
+
+    title: str
+    dataset: str
+    preset: str
+    rows: list[dict] = field(default_factory=list)
+    protocols: dict[str, str] = field(default_factory=dict)
+    machine: str = field(default_factory=lambda: describe_machine())
+
+    def add(self, result: EvalResult, protocol_name: str = "", **extra) -> None:
+        key = protocol_name or result.protocol
+        self.protocols.setdefault(key, result.protocol)
+        row = {"model": result.model, "protocol": key}
+        row.update(extra)
+        row.update(result.metrics)
+        self.rows.append(row)
+
+    def to_frame(self, metrics: list[str] | None = None) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows)
+        keep = ["model", "protocol"] + [c for c in frame.columns if c not in ("model", "protocol")
+                                        and (metrics is None or c in metrics)]
+        return frame[keep]
+
+    def __str__(self) -> str:
+        lines = [f"{self.title} | data: {self.dataset} | preset: {self.preset} | {self.machine}"]
+        lines.append(self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        lines += [f"[{k}] {v}" if k != v else f"- {v}" for k, v in self.protocols.items()]
+        return "\n".join(lines)
+
+    def save_json(self, path) -> Path:
+        path = Path(path)
+        atomic_write_text(path, json.dumps(asdict(self), indent=2, default=float))
+        return path
+
+
+def describe_machine() -> str:
+    device = (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+              else f"CPU ({torch.get_num_threads()} threads)")
+    return f"{device}, torch {torch.__version__}, {platform.system()}"

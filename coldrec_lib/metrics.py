@@ -1,0 +1,66 @@
+"""Vectorised ranking metrics, one implementation for every protocol (taught in `00_foundations`,
+section "Metrics").
+
+Input: a score matrix ``[B, C]`` over C candidates (the whole catalogue, or a target plus sampled
+negatives) and a boolean matrix ``relevant`` of the same shape marking the held-out items.
+
+Ties are pessimistic: an item that scores the same as a relevant item is ranked *above* it. A
+model that gives every item the same score therefore gets the worst possible rank, never a lucky
+one (putting the positive first among equal scores is a classic source of inflated results).
+Items a protocol masks get the score ``-inf`` and so rank last.
+
+Definitions for a user with ``R`` relevant items and hits ``h_1..h_C`` down the ranking:
+
+* ``HR@k``       1 if any of the top k is relevant
+* ``Recall@k``   ``sum_{i<=k} h_i / R``  (``/ min(k, R)`` with ``recall_denominator="min(k,R)"``,
+                 the definition of Liang et al. 2018 used by Mult-VAE and RaCT)
+* ``NDCG@k``     ``sum_{i<=k} h_i / log2(i + 1)`` divided by its best value with ``min(R, k)`` hits
+* ``MAP@k``      ``sum_{i<=k} h_i * Precision@i / min(R, k)``
+* ``MRR``        ``1 / rank of the first relevant item`` over the whole candidate list
+"""
+from __future__ import annotations
+
+import torch
+
+RECALL_DENOMINATORS = ("R", "min(k,R)")
+
+
+def rank_candidates(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Candidate indices sorted best first, ties broken against relevant items: ``[B, C]``."""
+    # A stable sort keeps the order of equal keys, so sort first by relevance (non-relevant
+    # first), then stably by score: among equal scores, non-relevant items come first.
+    by_relevance = torch.argsort(relevant.to(torch.int8), dim=1, stable=True)
+    by_score = torch.argsort(scores.gather(1, by_relevance), dim=1, descending=True, stable=True)
+    return by_relevance.gather(1, by_score)
+
+
+def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
+                    recall_denominator: str = "R") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-user metrics ``{name: [B]}`` and the top-``max(ks)`` candidate indices ``[B, k]``."""
+    if scores.shape != relevant.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)} "
+                         "must have the same shape")
+    if recall_denominator not in RECALL_DENOMINATORS:
+        raise ValueError(f"recall_denominator must be one of {RECALL_DENOMINATORS}")
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN: the model produced invalid scores")
+    n_relevant = relevant.sum(1)
+    if (n_relevant == 0).any():
+        raise ValueError("every user needs at least one relevant candidate")
+    order = rank_candidates(scores, relevant)
+    hits = relevant.gather(1, order).float()  # [B, C], best first
+    positions = torch.arange(1, hits.shape[1] + 1, device=hits.device, dtype=torch.float32)
+    discount = 1.0 / torch.log2(positions + 1)
+    ideal_cumulative = discount.cumsum(0)
+
+    out = {"MRR": 1.0 / (hits.argmax(1).float() + 1)}
+    for k in ks:
+        top = hits[:, :k]
+        n_hits = top.sum(1)
+        capped = torch.clamp(n_relevant, max=k).float()
+        out[f"HR@{k}"] = (n_hits > 0).float()
+        out[f"Recall@{k}"] = n_hits / (n_relevant.float() if recall_denominator == "R" else capped)
+        out[f"NDCG@{k}"] = (top * discount[:k]).sum(1) / ideal_cumulative[capped.long() - 1]
+        precision_at_i = top.cumsum(1) / positions[:k]
+        out[f"MAP@{k}"] = (top * precision_at_i).sum(1) / capped
+    return out, order[:, :max(ks)]
