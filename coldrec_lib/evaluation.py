@@ -193,6 +193,14 @@ class ResultsTable:
                                         and (metrics is None or c in metrics)]
         return frame[keep]
 
+    def to_markdown(self, metrics: list[str] | None = None) -> str:
+        """A Markdown table (for pasting a reference run into a notebook)."""
+        frame = self.to_frame(metrics)
+        cells = [["–" if v != v else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+                 for row in frame.itertuples(index=False)]
+        lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
     def __str__(self) -> str:
         lines = [f"{self.title} | data: {self.dataset} | preset: {self.preset} | {self.machine}"]
         lines.append(self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4f}"))

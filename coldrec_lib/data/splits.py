@@ -137,7 +137,7 @@ class ColdStartSplit:
         eligible = length >= k + n_targets
         if not eligible.any():
             raise DataError(f"cold-start split ({part})", "k", f"K + n_targets <= the longest "
-                            f"new-user history ({length.max()} items); got K={k}, "
+                            f"new-user history ({length.max(initial=0)} items); got K={k}, "
                             f"n_targets={n_targets}, so no user has enough items")
         history = new[eligible & (position < k)]
         targets = new[eligible & (position >= k) & (position < k + n_targets)]

@@ -1,0 +1,79 @@
+import os
+
+import pytest
+import torch
+
+from coldrec_lib.training import fit, load_checkpoint, save_checkpoint, seed_everything
+
+
+class Quadratic(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([5.0]))
+
+    def loss(self, batch):
+        return ((self.w - batch) ** 2).sum()
+
+
+class ScriptedEvaluator:
+    """Returns a scripted validation curve: the best value is at epoch 2."""
+
+    def __init__(self, values):
+        self.values, self.calls = list(values), 0
+
+    def evaluate(self, model):
+        self.calls += 1
+        return type("R", (), {"metrics": {"NDCG@10": self.values[self.calls - 1]}})()
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path):
+    model = Quadratic()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    snapshots = []
+
+    class Recording(ScriptedEvaluator):
+        def evaluate(self, m):
+            snapshots.append(float(m.w.detach()))
+            return super().evaluate(m)
+
+    result = fit(model, optimizer, lambda e: [torch.tensor([0.0])], Recording([0.1, 0.5, 0.4, 0.3, 0.2]),
+                 max_epochs=10, patience=2, progress=False, checkpoint=tmp_path / "best.pt")
+    assert result.best_epoch == 2 and len(result.history) == 4  # stopped after 2 stale epochs
+    assert float(model.w.detach()) == pytest.approx(snapshots[1])
+    saved = load_checkpoint(tmp_path / "best.pt")
+    assert saved["epoch"] == 2 and float(saved["model"]["w"]) == pytest.approx(snapshots[1])
+    assert result.history[0]["loss"] > result.history[-1]["loss"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint({"x": torch.tensor([1.0])}, path)
+
+    def broken_save(obj, f):
+        with open(f, "wb") as handle:
+            handle.write(b"half")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint({"x": torch.tensor([2.0])}, path)
+    monkeypatch.undo()
+    assert float(load_checkpoint(path)["x"]) == 1.0  # the old checkpoint survived intact
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temp file left behind
+
+
+class NotWeights:
+    pass
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    torch.save({"obj": NotWeights()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_seed_everything_repeats_draws():
+    g = seed_everything(7)
+    a = torch.rand(3), torch.rand(3, generator=g)
+    g = seed_everything(7)
+    b = torch.rand(3), torch.rand(3, generator=g)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
