@@ -34,6 +34,17 @@ def rank_candidates(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tenso
     return by_relevance.gather(1, by_score)
 
 
+def top_ranked(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` entries of `rank_candidates`, without sorting whole rows: only the items
+    scoring at least the k-th best score can be in the top k, so only those are sorted."""
+    k = min(k, scores.shape[1])
+    kth_best = scores.topk(k, dim=1).values[:, -1:]
+    width = int((scores >= kth_best).sum(1).max())
+    shortlist = scores.topk(width, dim=1).indices
+    order = rank_candidates(scores.gather(1, shortlist), relevant.gather(1, shortlist))
+    return shortlist.gather(1, order[:, :k])
+
+
 def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
                     recall_denominator: str = "R") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-user metrics ``{name: [B]}`` and the top-``max(ks)`` candidate indices ``[B, k]``."""
@@ -47,20 +58,24 @@ def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
     n_relevant = relevant.sum(1)
     if (n_relevant == 0).any():
         raise ValueError("every user needs at least one relevant candidate")
-    order = rank_candidates(scores, relevant)
-    hits = relevant.gather(1, order).float()  # [B, C], best first
+    top = top_ranked(scores, relevant, max(ks))
+    hits = relevant.gather(1, top).float()  # [B, k], best first
     positions = torch.arange(1, hits.shape[1] + 1, device=hits.device, dtype=torch.float32)
     discount = 1.0 / torch.log2(positions + 1)
     ideal_cumulative = discount.cumsum(0)
+    # the first relevant item is the best-scoring one; pessimistic ties put every non-relevant
+    # item with a score at least as high above it
+    best_relevant = scores.masked_fill(~relevant, float("-inf")).max(1, keepdim=True).values
+    first_rank = 1 + ((scores >= best_relevant) & ~relevant).sum(1)
 
-    out = {"MRR": 1.0 / (hits.argmax(1).float() + 1)}
+    out = {"MRR": 1.0 / first_rank.float()}
     for k in ks:
-        top = hits[:, :k]
-        n_hits = top.sum(1)
+        top_k = hits[:, :k]
+        n_hits = top_k.sum(1)
         capped = torch.clamp(n_relevant, max=k).float()
         out[f"HR@{k}"] = (n_hits > 0).float()
         out[f"Recall@{k}"] = n_hits / (n_relevant.float() if recall_denominator == "R" else capped)
-        out[f"NDCG@{k}"] = (top * discount[:k]).sum(1) / ideal_cumulative[capped.long() - 1]
-        precision_at_i = top.cumsum(1) / positions[:k]
-        out[f"MAP@{k}"] = (top * precision_at_i).sum(1) / capped
-    return out, order[:, :max(ks)]
+        out[f"NDCG@{k}"] = (top_k * discount[:k]).sum(1) / ideal_cumulative[capped.long() - 1]
+        precision_at_i = top_k.cumsum(1) / positions[:k]
+        out[f"MAP@{k}"] = (top_k * precision_at_i).sum(1) / capped
+    return out, top
