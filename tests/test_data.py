@@ -69,34 +69,19 @@ def test_unknown_dataset_name():
         load_dataset("ml-200k")
 
 
-def test_wrong_column_count(tmp_path):
-    folder = write(tmp_path, "1\t2\t3\n4\t5\t6\n")
-    with pytest.raises(DataError, match=r"u\.data: expected 4 '\\t'-separated columns"):
-        load_dataset("ml-100k", path=folder)
-
-
-def test_short_row_is_reported_with_its_line(tmp_path):
-    folder = write(tmp_path, "1\t2\t3\t100\n4\t5\n")
-    with pytest.raises(DataError, match="field 'rating'.*line 2"):
-        load_dataset("ml-100k", path=folder)
-
-
-def test_non_numeric_id(tmp_path):
-    folder = write(tmp_path, "1\t2\t3\t100\nabc\t5\t3\t101\n")
-    with pytest.raises(DataError, match="u.data, field 'user': expected an integer id; row 2 has 'abc'"):
-        load_dataset("ml-100k", path=folder)
-
-
-def test_empty_file(tmp_path):
-    folder = write(tmp_path, "")
-    with pytest.raises(DataError, match="u.data: expected a non-empty file"):
-        load_dataset("ml-100k", path=folder)
-
-
-def test_nan_rating(tmp_path):
-    folder = write(tmp_path, "1\t2\tNaN\t100\n")
-    with pytest.raises(DataError, match="field 'rating'"):
-        load_dataset("ml-100k", path=folder)
+@pytest.mark.parametrize("content, message", [
+    pytest.param("1\t2\t3\n4\t5\t6\n", r"u\.data: expected 4 '\\t'-separated columns",
+                 id="wrong-column-count"),
+    pytest.param("1\t2\t3\t100\n4\t5\n", "field 'rating'.*line 2", id="short-row"),
+    pytest.param("1\t2\t3\t100\nabc\t5\t3\t101\n",
+                 "u.data, field 'user': expected a number; line 2 has 'abc'", id="non-numeric-id"),
+    pytest.param("1.5\t2\t3\t100\n", "field 'user': expected an integer id; line 1", id="fractional-id"),
+    pytest.param("", "u.data: expected a non-empty file", id="empty-file"),
+    pytest.param("1\t2\tNaN\t100\n", "field 'rating': expected a number; line 1 has 'NaN'", id="nan"),
+])
+def test_malformed_file(tmp_path, content, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset("ml-100k", path=write(tmp_path, content))
 
 
 def test_checksum_mismatch(tmp_path):

@@ -50,17 +50,27 @@ def cache_dir() -> Path:
 
 
 # ---------------------------------------------------------------------- parsers
-def read_table(path: Path, sep: str, columns: list[str], header: bool = False) -> pd.DataFrame:
-    """Read a delimited file as strings and check its shape; errors name file, row and field."""
+def read_table(path: Path, sep: str, columns: list[str], header: bool = False,
+               numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a delimited file and check its shape; errors name the file, the line and the field.
+
+    Columns in ``numeric`` are parsed as numbers in the fast path (ML-20M has 20M rows); when a
+    value is not a number the file is re-read as text to report where.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, "the file to exist")
     if path.stat().st_size == 0:
         raise DataError(path, None, "a non-empty file")
-    engine = "python" if len(sep) > 1 else "c"
+    options = dict(sep=sep, header=0 if header else None, engine="python" if len(sep) > 1 else "c",
+                   encoding="latin-1", keep_default_na=False, na_values=[""])
+    positions = {columns.index(c): "float64" for c in numeric}
     try:
-        df = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str, engine=engine,
-                         encoding="latin-1", keep_default_na=False, na_values=[""])
+        try:
+            df = pd.read_csv(path, dtype={**{i: str for i in range(len(columns))}, **positions},
+                             **options)
+        except ValueError:  # a non-number in a numeric column: find it in the text
+            df = pd.read_csv(path, dtype=str, **options)
     except pd.errors.EmptyDataError:
         raise DataError(path, None, "a non-empty file") from None
     except pd.errors.ParserError as e:
@@ -69,74 +79,83 @@ def read_table(path: Path, sep: str, columns: list[str], header: bool = False) -
         raise DataError(path, None, f"{len(columns)} {sep!r}-separated columns "
                         f"({', '.join(columns)}); found {df.shape[1]}")
     df.columns = columns
+    for col in numeric:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(path, col, f"a number; line {row + 1 + header} has {df[col].iloc[row]!r}")
+        df[col] = values
     missing = df.isna().to_numpy()
     if missing.any():
         row, col = np.argwhere(missing)[0]
         raise DataError(path, columns[col], f"a value in every row; line {row + 1 + header} "
-                        "is short of fields or has an empty one")
+                        "has none (short of fields, empty or NaN)")
     if len(df) == 0:
         raise DataError(path, None, "at least one data row")
     return df
 
 
-def _ids_are_integers(df: pd.DataFrame, path: Path, columns=("user", "item")) -> pd.DataFrame:
+def _ids_are_integers(df: pd.DataFrame, path: Path, columns=("user", "item"),
+                      header: bool = False) -> pd.DataFrame:
     for col in columns:
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() | (values != values.round())
+        values = df[col]
+        bad = values != values.round()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(path, col, f"an integer id; row {row + 1} has {df[col].iloc[row]!r}")
+            raise DataError(path, col, f"an integer id; line {row + 1 + header} has {values.iloc[row]!r}")
         df[col] = values.astype(np.int64)
     return df
+
+
+RATING_COLUMNS = ["user", "item", "rating", "timestamp"]
+
+
+def _ratings(path: Path, sep: str, header: bool = False) -> pd.DataFrame:
+    table = read_table(path, sep, RATING_COLUMNS, header, numeric=tuple(RATING_COLUMNS))
+    return _ids_are_integers(table, path, header=header)
+
+
+def _item_table(items: pd.DataFrame, genres: list[tuple]) -> pd.DataFrame:
+    """Item side information indexed by raw item id: title and a tuple of genres."""
+    return pd.DataFrame({"title": items["title"].to_numpy(), "genres": genres},
+                        index=items["item"].astype(np.int64).to_numpy())
 
 
 def read_movielens_100k(folder: Path) -> Interactions:
     """`u.data` plus genres from `u.item` (official) or `ml-100k.item` (tab-separated layout)."""
     folder = Path(folder)
-    path = folder / "u.data"
-    df = _ids_are_integers(read_table(path, "\t", ["user", "item", "rating", "timestamp"]), path)
-    genres = None
+    df, genres = _ratings(folder / "u.data", "\t"), None
     if (folder / "u.item").exists():
         items = read_table(folder / "u.item", "|", ["item", "title", "release", "video_release",
                                                     "url"] + ML_GENRES_100K)
         flags = items[ML_GENRES_100K].to_numpy() == "1"
-        genres = pd.DataFrame({"title": items["title"].to_numpy(),
-                               "genres": [tuple(np.array(ML_GENRES_100K)[f]) for f in flags]},
-                              index=items["item"].astype(np.int64).to_numpy())
+        genres = _item_table(items, [tuple(np.array(ML_GENRES_100K)[f]) for f in flags])
     elif (folder / "ml-100k.item").exists():
         items = read_table(folder / "ml-100k.item", "\t", ["item", "title", "year", "genres"],
                            header=True)
-        genres = pd.DataFrame({"title": items["title"].to_numpy(),
-                               "genres": [tuple(g.split()) for g in items["genres"]]},
-                              index=items["item"].astype(np.int64).to_numpy())
-    return Interactions.from_frame(df, name="ml-100k", item_features=genres, source=path)
+        genres = _item_table(items, [tuple(g.split()) for g in items["genres"]])
+    return Interactions.from_frame(df, name="ml-100k", item_features=genres,
+                                   source=folder / "u.data")
+
+
+def _read_movielens(folder: Path, ratings: str, movies: str, sep: str, header: bool,
+                    name: str) -> Interactions:
+    """ML-1M (`::`-separated .dat) and ML-20M (.csv with a header): ratings plus genres."""
+    folder = Path(folder)
+    df, genres = _ratings(folder / ratings, sep, header), None
+    if (folder / movies).exists():
+        items = read_table(folder / movies, sep, ["item", "title", "genres"], header)
+        genres = _item_table(items, [tuple(g.split("|")) for g in items["genres"]])
+    return Interactions.from_frame(df, name=name, item_features=genres, source=folder / ratings)
 
 
 def read_movielens_1m(folder: Path) -> Interactions:
-    folder = Path(folder)
-    path = folder / "ratings.dat"
-    df = _ids_are_integers(read_table(path, "::", ["user", "item", "rating", "timestamp"]), path)
-    genres = None
-    if (folder / "movies.dat").exists():
-        movies = read_table(folder / "movies.dat", "::", ["item", "title", "genres"])
-        genres = pd.DataFrame({"title": movies["title"].to_numpy(),
-                               "genres": [tuple(g.split("|")) for g in movies["genres"]]},
-                              index=movies["item"].astype(np.int64).to_numpy())
-    return Interactions.from_frame(df, name="ml-1m", item_features=genres, source=path)
+    return _read_movielens(folder, "ratings.dat", "movies.dat", "::", False, "ml-1m")
 
 
 def read_movielens_20m(folder: Path) -> Interactions:
-    folder = Path(folder)
-    path = folder / "ratings.csv"
-    df = read_table(path, ",", ["user", "item", "rating", "timestamp"], header=True)
-    df = _ids_are_integers(df, path)
-    genres = None
-    if (folder / "movies.csv").exists():
-        movies = pd.read_csv(folder / "movies.csv")
-        genres = pd.DataFrame({"title": movies["title"].to_numpy(),
-                               "genres": [tuple(g.split("|")) for g in movies["genres"]]},
-                              index=movies["movieId"].to_numpy())
-    return Interactions.from_frame(df, name="ml-20m", item_features=genres, source=path)
+    return _read_movielens(folder, "ratings.csv", "movies.csv", ",", True, "ml-20m")
 
 
 def read_electronics(folder: Path) -> Interactions:
@@ -145,7 +164,8 @@ def read_electronics(folder: Path) -> Interactions:
     parts = []
     for part in ("train", "test_new_user"):
         path = folder / f"electronics_{part}.csv"
-        df = _ids_are_integers(read_table(path, "\t", ["user", "item", "timestamp"]), path)
+        columns = ["user", "item", "timestamp"]
+        df = _ids_are_integers(read_table(path, "\t", columns, numeric=tuple(columns)), path)
         df["part"] = part
         parts.append(df)
     df = pd.concat(parts, ignore_index=True)
