@@ -217,3 +217,32 @@ def describe_machine() -> str:
     device = (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
               else f"CPU ({torch.get_num_threads()} threads)")
     return f"{device}, torch {torch.__version__}, {platform.system()}"
+
+
+# ---------------------------------------------------------------------- recommendations
+@torch.no_grad()
+def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFrame:
+    """Top-``k`` items for one user, in *raw* ids, with the item side information when there is
+    some. The history (default: the user's interactions in ``data``) is the model's input and is
+    never recommended again."""
+    user = int(data.to_internal_users([raw_user])[0])
+    if raw_history is None:
+        history = data.frame.loc[data.frame["user"] == user, "item"].to_numpy()
+    else:
+        history = data.to_internal_items(raw_history)
+    batch = EvalBatch(torch.tensor([user]), torch.as_tensor(history).reshape(1, -1),
+                      torch.zeros(1, 1, dtype=torch.long)).to(_model_device(model))
+    was_training = model.training
+    model.eval()
+    try:
+        scores = model.score(batch).float().clone()
+    finally:
+        model.train(was_training)
+    scores[:, PAD] = float("-inf")
+    scores.scatter_(1, batch.history, float("-inf"))
+    top = scores.topk(k, dim=1)
+    out = pd.DataFrame({"item": data.to_raw_items(top.indices[0]), "score": top.values[0].cpu()})
+    if data.item_features is not None:
+        features = data.item_features.loc[top.indices[0].cpu().numpy()].reset_index(drop=True)
+        out = pd.concat([out, features], axis=1)
+    return out

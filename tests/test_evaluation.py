@@ -127,3 +127,19 @@ def test_results_table_prints_protocol_and_saves_json(split, synthetic, tmp_path
     import json
     saved = json.loads(path.read_text())
     assert saved["rows"][0]["model"] == "Pop" and "sampled" in saved["protocols"]
+
+
+def test_recommend_returns_raw_ids_and_never_the_history():
+    import pandas as pd
+
+    from coldrec_lib.data import Interactions
+    from coldrec_lib.evaluation import recommend
+    df = pd.DataFrame({"u": ["a", "a", "b", "b", "c"], "i": ["x", "y", "x", "z", "w"]})
+    data = Interactions.from_frame(df, user="u", item="i", rating=None, timestamp=None,
+                                   item_features=pd.DataFrame({"title": list("WXYZ")},
+                                                              index=list("wxyz")))
+    model = Popularity(data.frame, data.n_items)
+    top = recommend(model, data, "a", k=2)
+    assert list(top["item"]) == ["z", "w"] or list(top["item"]) == ["w", "z"]
+    assert set(top["title"]) == {"Z", "W"}
+    assert list(recommend(model, data, "a", k=1, raw_history=["x", "z"])["item"]) in (["y"], ["w"])
