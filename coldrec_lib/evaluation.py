@@ -114,7 +114,7 @@ class Evaluator:
         try:
             for rows in tqdm(rows_all.split(self.batch_size), disable=not progress, desc="eval",
                              leave=False):
-                batch = self.eval_set.batch(rows, self.max_history).to(device)
+                batch = self.eval_set.batch(rows).to(device)
                 scores, relevant, candidates = self._score(model, batch, rows)
                 values, top = ranking_metrics(scores, relevant, self.protocol.ks,
                                               self.protocol.recall_denominator)
@@ -134,18 +134,20 @@ class Evaluator:
                           len(self.eval_set), metrics, per_user_t)
 
     def _score(self, model, batch: EvalBatch, rows):
-        """-> (scores [B, C], relevant [B, C], candidate item ids [B, C] or None for full)."""
+        """-> (scores [B, C], relevant [B, C], candidate item ids [B, C] or None for full).
+        The model sees the ``max_history`` most recent items; the mask covers the whole history."""
+        model_input = batch.recent(self.max_history)
         if isinstance(self.protocol, SampledRanking):
             candidates = torch.cat([batch.targets, self.negatives[rows].to(batch.targets.device)], 1)
             if hasattr(model, "score_candidates"):
-                scores = model.score_candidates(batch, candidates)
+                scores = model.score_candidates(model_input, candidates)
             else:
-                scores = model.score(batch).gather(1, candidates)
+                scores = model.score(model_input).gather(1, candidates)
             relevant = torch.zeros_like(candidates, dtype=torch.bool)
             relevant[:, :batch.targets.shape[1]] = batch.targets != PAD
             scores = scores.float().masked_fill(~relevant & (candidates == PAD), float("-inf"))
             return scores, relevant, candidates
-        scores = model.score(batch).float().clone()
+        scores = model.score(model_input).float().clone()
         expected = (len(rows), self.n_items + 1)
         if tuple(scores.shape) != expected:
             raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}; "

@@ -143,3 +143,21 @@ def test_recommend_returns_raw_ids_and_never_the_history():
     assert list(top["item"]) == ["z", "w"] or list(top["item"]) == ["w", "z"]
     assert set(top["title"]) == {"Z", "W"}
     assert list(recommend(model, data, "a", k=1, raw_history=["x", "z"])["item"]) in (["y"], ["w"])
+
+
+def test_max_history_limits_the_input_but_not_the_mask(split, synthetic):
+    seen = {}
+
+    class Recorder(HistoryLover):
+        def score(self, batch):
+            seen["width"] = batch.history.shape[1]
+            return super().score(batch)
+    Evaluator(split.test, FullRanking(), synthetic.n_items, max_history=2).evaluate(
+        Recorder(synthetic.n_items))
+    assert seen["width"] == 2
+    # popularity ignores its input: if older history items were not masked, it would recommend
+    # them again and its metrics would change
+    popularity = Popularity(split.train, synthetic.n_items)
+    short = Evaluator(split.test, FullRanking(), synthetic.n_items, max_history=2).evaluate(popularity)
+    full = Evaluator(split.test, FullRanking(), synthetic.n_items).evaluate(popularity)
+    assert short.metrics == full.metrics

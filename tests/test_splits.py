@@ -118,6 +118,6 @@ def test_eval_batch_padding(synthetic):
     batch = split.valid.batch(torch.arange(5))
     assert batch.history.shape[0] == 5 and (batch.history[:, -1] != 0).all()  # left-padded
     assert (batch.targets[:, 0] != 0).all()  # right-padded
-    capped = split.valid.batch(torch.arange(5), max_history=3)
+    capped = batch.recent(3)
     assert capped.history.shape[1] == 3
     assert torch.equal(capped.history, batch.history[:, -3:])

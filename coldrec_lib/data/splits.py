@@ -30,6 +30,13 @@ class EvalBatch:
     targets: torch.Tensor  # [B, T] held-out items, right-padded with PAD
     history_ratings: torch.Tensor | None = None  # [B, H], aligned with history
 
+    def recent(self, n: int | None) -> "EvalBatch":
+        """The same batch with only the ``n`` most recent history items (a model's context)."""
+        if n is None or n >= self.history.shape[1]:
+            return self
+        ratings = None if self.history_ratings is None else self.history_ratings[:, -n:]
+        return EvalBatch(self.users, self.history[:, -n:], self.targets, ratings)
+
     def to(self, device) -> "EvalBatch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return EvalBatch(move(self.users), move(self.history), move(self.targets),
@@ -65,10 +72,9 @@ class EvalSet:
     def __len__(self) -> int:
         return len(self.users)
 
-    def batch(self, rows: torch.Tensor, max_history: int | None = None) -> EvalBatch:
-        """Padded tensors for rows ``rows``; history keeps the ``max_history`` most recent items."""
-        h_len = int(self.history.lengths[rows].max()) if len(rows) else 0
-        h_len = max(1, min(h_len, max_history or h_len))
+    def batch(self, rows: torch.Tensor) -> EvalBatch:
+        """Padded tensors for rows ``rows`` (history left-padded, targets right-padded)."""
+        h_len = max(1, int(self.history.lengths[rows].max()) if len(rows) else 0)
         t_len = max(1, int(self.targets.lengths[rows].max()))
         ratings = None
         if self.history.ratings is not None:
