@@ -79,3 +79,29 @@ def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
         precision_at_i = top_k.cumsum(1) / positions[:k]
         out[f"MAP@{k}"] = (top_k * precision_at_i).sum(1) / capped
     return out, top
+
+
+def top_k_ndcg(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """NDCG@k of every row ``[B]`` with one ``torch.topk``: the cheap form used as a training
+    target (RaCT's critic, `04_ract` section "The critic").
+
+    Same definition as ``ranking_metrics``' NDCG@k (DCG of the top k over the ideal DCG with
+    ``min(R, k)`` hits; ``tests/test_ract.py`` checks that the two agree). Two differences, both
+    harmless for a target: rows without a relevant candidate get 0 instead of an error (RaCT's
+    input dropout can keep all of a user's items), and ties at the k-th place are broken by
+    ``topk`` instead of pessimistically (model logits are continuous). Masked candidates should
+    score ``-inf`` and must not be relevant.
+    """
+    if scores.shape != relevant.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)} "
+                         "must have the same shape")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    k = min(k, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
+    hits = relevant.gather(1, top).to(scores.dtype)
+    discount = 1.0 / torch.log2(torch.arange(2, k + 2, device=scores.device, dtype=scores.dtype))
+    ideal = torch.cat([discount.new_zeros(1), discount.cumsum(0)])  # ideal[n] = IDCG with n hits
+    n_ideal = relevant.sum(1).clamp(max=k)
+    dcg = (hits * discount).sum(1)
+    return torch.where(n_ideal > 0, dcg / ideal[n_ideal].clamp(min=1.0), dcg.new_zeros(()))

@@ -1,0 +1,173 @@
+"""MetaTL experiment (notebook `01_metatl`): new users seen through their K initial items.
+
+Models, all scored on the same new (cold-start) users with the same seeded negatives:
+popularity, SASRec trained on the warm users and applied to the K initial items, MetaTL without
+its inner step (ablation) and MetaTL. Model selection on the validation new users (sampled-100
+MRR, early stopping); test results under 100 sampled negatives (the paper's protocol) and full
+catalogue ranking; MetaTL is also trained and tested for every K of ``k_values``.
+
+    python -m coldrec_lib run metatl --dataset ml-100k --data-path ../shared/data/ml-100k --preset full
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import ColdStartSplit, Interactions, TaskSampler, cold_start_by_time
+from ..evaluation import EvalResult, Evaluator, FullRanking, ResultsTable, SampledRanking
+from ..models.metatl import MetaTL, MetaTLConfig, task_batches
+from ..models.popularity import Popularity
+from ..models.sasrec import SASRec, SASRecConfig, next_item_batches
+from ..training import FitResult, default_device, fit, seed_everything
+from . import get_data
+
+PRESETS = {
+    "smoke": {
+        "synthetic": {"n_users": 600, "n_items": 400},
+        "new_user_fraction": 0.3, "valid_fraction": 0.3, "k": 3, "k_values": (2, 3, 4, 5),
+        # smoke: smaller batches and a larger step size, so that a minute of CPU is enough
+        "metatl": MetaTLConfig(batch_size=256, lr=3e-3), "batches_per_epoch": 20,
+        "max_epochs": 15, "patience": 5,
+        "sasrec": SASRecConfig(max_len=20, dim=32, n_layers=1, n_heads=1), "sasrec_epochs": 15,
+    },
+    "full": {
+        "synthetic": {"n_users": 3000, "n_items": 1500},
+        "new_user_fraction": 0.3, "valid_fraction": 0.3, "k": 3, "k_values": (2, 3, 4, 5),
+        "metatl": MetaTLConfig(batch_size=1024), "batches_per_epoch": 25, "max_epochs": 40,
+        "patience": 6,
+        "sasrec": SASRecConfig(max_len=50, dim=64, n_layers=2, n_heads=2), "sasrec_epochs": 60,
+    },
+}
+
+# Seed notebook run of the authors' code (Electronics, K=3, sampled-100 protocol), metatl.md.
+PAPER = {"MRR": 0.336, "NDCG@5": 0.341, "NDCG@10": 0.383, "HR@1": 0.214, "HR@5": 0.458,
+         "HR@10": 0.588}
+PROTOCOLS = {"sampled-100": SampledRanking(n_negatives=100, seed=0, ks=(1, 5, 10)),
+             "full": FullRanking(ks=(1, 5, 10, 20))}
+SELECTION = ("sampled-100", "MRR")  # validation protocol and metric for model selection
+
+
+def paired_difference(a: EvalResult, b: EvalResult, metric: str = "MRR") -> tuple[float, float]:
+    """Mean per-user difference ``a - b`` of ``metric`` on the same users, and two standard errors
+    of that mean: a difference smaller than its two standard errors is within noise."""
+    if a.n_users != b.n_users:
+        raise ValueError(f"paired_difference needs results on the same users; got {a.n_users:,} "
+                         f"and {b.n_users:,}")
+    difference = a.per_user[metric] - b.per_user[metric]
+    return float(difference.mean()), 2 * float(difference.std()) / len(difference) ** 0.5
+
+
+def make_split(data: Interactions, new_user_fraction: float = 0.3, valid_fraction: float = 0.3,
+               seed: int = 0) -> ColdStartSplit:
+    """Cold-start split. Electronics comes split by its authors (column ``part``: the train file
+    and the new-user file); every other dataset is cut by time with `cold_start_by_time`."""
+    if "part" not in data.frame.columns:
+        return cold_start_by_time(data, new_user_fraction=new_user_fraction,
+                                  valid_fraction=valid_fraction, seed=seed)
+    frame = data.frame
+    # the two files number their users independently: a user is (file, raw id)
+    key = frame["part"].astype(str) + ":" + frame["user"].astype(str)
+    codes, uniques = pd.factorize(key, sort=True)
+    frame = frame.assign(user=codes)
+    is_new = (frame["part"] == "test_new_user").to_numpy()
+    new_users = np.unique(codes[is_new])
+    order = np.random.default_rng(seed).permutation(new_users)
+    n_valid = int(round(valid_fraction * len(new_users)))
+    train, new = frame[~is_new], frame[is_new]
+    return ColdStartSplit(train.reset_index(drop=True), new.reset_index(drop=True),
+                          np.sort(order[:n_valid]), np.sort(order[n_valid:]),
+                          int(new["timestamp"].min()), len(uniques), data.n_items)
+
+
+def make_evaluators(split: ColdStartSplit, k: int, part: str, device=None
+                    ) -> dict[str, Evaluator]:
+    """One evaluator per protocol on the new users of ``part`` with more than ``k`` items."""
+    eval_set = split.eval_set(part, k)
+    return {name: Evaluator(eval_set, protocol, split.n_items, batch_size=2048, device=device)
+            for name, protocol in PROTOCOLS.items()}
+
+
+def train_metatl(split: ColdStartSplit, k: int, config: MetaTLConfig, generator: torch.Generator,
+                 batches_per_epoch: int, max_epochs: int, patience: int, device=None,
+                 progress: bool = False, desc: str = "MetaTL") -> tuple[MetaTL, FitResult]:
+    """Meta-train on K-shot tasks from the warm users; select the epoch on validation new users."""
+    device = device or default_device()
+    model = MetaTL(split.n_items, config).to(device)
+    sampler = TaskSampler(split.train_sequences(), k=k)
+    valid = make_evaluators(split, k, "valid", device)[SELECTION[0]]
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history = fit(model, optimizer,
+                  lambda epoch: task_batches(sampler, split.n_items, config.batch_size,
+                                             batches_per_epoch, generator, device),
+                  valid, metric=SELECTION[1], max_epochs=max_epochs, patience=patience,
+                  progress=progress, desc=desc)
+    return model, history
+
+
+def train_sasrec(split: ColdStartSplit, k: int, config: SASRecConfig, generator: torch.Generator,
+                 max_epochs: int, patience: int, device=None, progress: bool = False
+                 ) -> tuple[SASRec, FitResult]:
+    """Train on the warm users' sequences the usual way; select the epoch on validation new
+    users seen through their K initial items."""
+    device = device or default_device()
+    model = SASRec(split.n_items, config).to(device)
+    sequences = split.train_sequences()
+    valid = make_evaluators(split, k, "valid", device)[SELECTION[0]]
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    history = fit(model, optimizer,
+                  lambda epoch: next_item_batches(sequences, config.max_len, config.batch_size,
+                                                  generator, device=device),
+                  valid, metric=SELECTION[1], max_epochs=max_epochs, patience=patience,
+                  progress=progress, desc="SASRec")
+    return model, history
+
+
+def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
+        data_path: str | None = None, progress: bool = False) -> ResultsTable:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    device = default_device()
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # these small models train fastest on one thread (benchmarks/)
+        torch.set_num_threads(1)
+    try:
+        return _run(dataset, PRESETS[preset], preset, seed, data_path, progress, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(dataset, config, preset, seed, data_path, progress, device) -> ResultsTable:
+    generator = seed_everything(seed)
+    data = get_data(dataset, data_path, seed, **config["synthetic"])
+    split = make_split(data, config["new_user_fraction"], config["valid_fraction"], seed)
+    k = config["k"]
+    train = dict(batches_per_epoch=config["batches_per_epoch"], max_epochs=config["max_epochs"],
+                 patience=config["patience"], device=device, progress=progress)
+
+    models = {"Popularity": Popularity(split.train, split.n_items).to(device)}
+    models["SASRec"], _ = train_sasrec(split, k, config["sasrec"], generator,
+                                       config["sasrec_epochs"], config["patience"], device,
+                                       progress)
+    models["MetaTL w/o inner step"], _ = train_metatl(
+        split, k, replace(config["metatl"], inner_step=False), generator, desc="ablation", **train)
+
+    table = ResultsTable(f"MetaTL: new users seen through their first K={k} items ({split!r})",
+                         data.name, preset)
+    tests = make_evaluators(split, k, "test", device)
+    for k_value in sorted(set(config["k_values"]) | {k}):
+        metatl, _ = train_metatl(split, k_value, config["metatl"], generator,
+                                 desc=f"MetaTL K={k_value}", **train)
+        if k_value == k:
+            models["MetaTL"] = metatl
+            continue
+        for protocol_name, evaluator in make_evaluators(split, k_value, "test", device).items():
+            table.add(evaluator.evaluate(metatl, "MetaTL"), protocol_name, K=k_value)
+    for name, model in models.items():
+        for protocol_name, evaluator in tests.items():
+            table.add(evaluator.evaluate(model, name), protocol_name, K=k)
+    table.rows.sort(key=lambda row: (row["K"] != k, row["K"], row["protocol"]))
+    return table

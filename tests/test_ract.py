@@ -1,0 +1,175 @@
+import math
+
+import pytest
+import torch
+
+from coldrec_lib.evaluation import Evaluator
+from coldrec_lib.experiments import ract as experiment
+from coldrec_lib.metrics import ranking_metrics, top_k_ndcg
+from coldrec_lib.models.multvae import MultVAE, MultVAEConfig
+from coldrec_lib.models.ract import (ActorCriticTraining, Critic, CriticConfig, RaCTConfig,
+                                     critic_inputs, critic_loss)
+from coldrec_lib.training import seed_everything
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def per_user_ndcg(scores, relevant, k):
+    """Reference: one user at a time, in plain Python (RaCT's definition, IDCG clamped)."""
+    out = []
+    for row_scores, row_relevant in zip(scores.tolist(), relevant.tolist()):
+        order = sorted(range(len(row_scores)), key=lambda i: -row_scores[i])[:k]
+        dcg = sum(1 / math.log2(rank + 2) for rank, i in enumerate(order) if row_relevant[i])
+        idcg = sum(1 / math.log2(rank + 2) for rank in range(min(sum(row_relevant), k)))
+        out.append(dcg / max(idcg, 0.1))
+    return torch.tensor(out)
+
+
+def test_batched_ndcg_target_equals_the_per_user_reference():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 300, generator=generator)
+    share = torch.rand(64, 1, generator=generator) * 0.3  # users hold out 0-30 % of the items
+    relevant = torch.rand(64, 300, generator=generator) < share
+    relevant[0] = False  # a user with nothing held out gets 0
+    relevant[1] = True   # more relevant items than k
+    kept = torch.rand(64, 300, generator=generator) < 0.3
+    scores = scores.masked_fill(kept & ~relevant, float("-inf"))  # masked input items
+    for k in (1, 10, 100):
+        batched = top_k_ndcg(scores, relevant, k)
+        assert torch.allclose(batched, per_user_ndcg(scores, relevant, k), atol=1e-6)
+    assert batched[0] == 0 and batched[1] == pytest.approx(1.0)
+
+
+def test_batched_ndcg_is_the_library_ndcg():
+    """One NDCG definition: without ties it equals `ranking_metrics`' NDCG@k."""
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randn(32, 200, generator=generator)
+    relevant = torch.rand(32, 200, generator=generator) < 0.1
+    relevant[:, 0] = True
+    values, _ = ranking_metrics(scores, relevant, ks=(20, 100))
+    for k in (20, 100):
+        assert torch.allclose(top_k_ndcg(scores, relevant, k), values[f"NDCG@{k}"], atol=1e-6)
+
+
+def test_ndcg_target_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        top_k_ndcg(torch.zeros(2, 3), torch.zeros(2, 4, dtype=torch.bool), 2)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        top_k_ndcg(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool), 0)
+
+
+def test_critic_features_and_target():
+    seed_everything(0)
+    actor = MultVAE(30, MultVAEConfig(hidden_dims=(16,), latent_dim=4)).eval()
+    x = (torch.rand(8, 30) < 0.4).float()
+    mask = torch.bernoulli(torch.full_like(x, 0.5))
+    features, target = critic_inputs(actor, x, mask, k=10)
+    assert torch.equal(features[:, 0], (x * mask).sum(1))
+    assert torch.equal(features[:, 1], (x * (1 - mask)).sum(1))
+    logits = actor(x, mask)[0]
+    nll = -(torch.log_softmax(logits, 1) * x * (1 - mask)).sum(1)
+    assert torch.allclose(features[:, 2], nll)
+    ranking = logits.masked_fill(x * mask > 0, float("-inf"))
+    assert torch.allclose(target, per_user_ndcg(ranking, x * (1 - mask) > 0, 10), atol=1e-6)
+    assert not target.requires_grad and features.requires_grad
+
+
+def test_critic_batchnorm_statistics_do_not_change_after_freezing():
+    seed_everything(0)
+    critic = Critic().train()
+    critic(torch.randn(64, 3) * 5 + 2)  # stage 2: the statistics follow the data
+    assert not torch.allclose(critic.norm.running_mean, torch.zeros(3))
+    critic.freeze_feature_statistics()
+    before = {k: v.clone() for k, v in critic.norm.state_dict().items()}
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    for _ in range(3):  # stage 3: the critic keeps training in training mode
+        loss = critic_loss(critic, torch.randn(64, 3) * 10 - 4, torch.rand(64))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = critic.norm.state_dict()
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["weight"], after["weight"])  # its affine part still learns
+
+
+def test_stage3_critic_gradient_is_its_mse_only_and_the_actor_follows_the_critic():
+    seed_everything(0)
+    actor = MultVAE(20, MultVAEConfig(hidden_dims=(8,), latent_dim=4))
+    critic = Critic(CriticConfig(hidden_dims=(8, 4)))
+    critic.freeze_feature_statistics()
+    x = (torch.rand(16, 20) < 0.5).float()
+    seed_everything(1)
+    ActorCriticTraining(actor, critic).loss(x).backward()
+    combined = [p.grad.clone() for p in critic.parameters()]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters()
+               if p.dim() == 2)
+    critic.zero_grad()
+    seed_everything(1)  # same input mask and eps
+    features, target = critic_inputs(actor, x, actor.draw_keep_mask(x), critic.config.k)
+    critic_loss(critic, features, target).backward()
+    for mixed, alone in zip(combined, (p.grad for p in critic.parameters())):
+        assert torch.allclose(mixed, alone, atol=1e-7)
+
+
+def test_critic_rejects_wrong_features():
+    with pytest.raises(ValueError, match="features"):
+        Critic()(torch.zeros(4, 2))
+
+
+# ---------------------------------------------------------------------- the pipeline
+TINY = {"synthetic": dict(n_users=300, n_items=150), "n_valid": 40, "n_test": 40,
+        "min_rating": None,
+        "ract": dict(actor=dict(hidden_dims=(32,), latent_dim=8, batch_size=50, anneal_steps=100),
+                     critic=dict(hidden_dims=(16, 8), lr=1e-3), actor_epochs=4, critic_epochs=3,
+                     finetune_epochs=3, finetune_lr=1e-3, patience=10)}
+
+
+def tiny_trainer(checkpoint_dir, seed=0):
+    config = RaCTConfig(**TINY["ract"])
+    _, split = experiment.load_split("synthetic", TINY, seed=0)
+    valid = Evaluator(split.valid, experiment.PROTOCOL, split.n_items)
+    return experiment.make_trainer(split, config, valid, seed, checkpoint_dir=checkpoint_dir)
+
+
+def without_timings(result):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
+
+
+def test_resuming_from_a_stage_checkpoint_equals_running_straight_through(tmp_path):
+    straight = tiny_trainer(tmp_path / "straight")
+    straight.run()
+    interrupted = tiny_trainer(tmp_path / "resumed")
+    interrupted.run(until=2)
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["stage1.pt", "stage2.pt"]
+    resumed = tiny_trainer(tmp_path / "resumed")  # a new process would start like this
+    resumed.run()
+    # stages 1 and 2 are loaded (their timings too), stage 3 trains to the same numbers
+    assert resumed.results[2].history == interrupted.results[2].history
+    assert without_timings(resumed.results[3]) == without_timings(straight.results[3])
+    for a, b in zip(straight.actor.state_dict().values(), resumed.actor.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.critic.state_dict().values(), resumed.critic.state_dict().values()):
+        assert torch.equal(a, b)
+    assert bool(resumed.critic.stats_frozen)
+    # every stage ran and kept its best epoch on validation
+    assert straight.results[1].best_value == max(
+        r["valid NDCG@100"] for r in straight.results[1].history)
+    assert straight.results[3].best_value >= straight.results[1].best_value
+
+
+def test_checkpoints_of_another_configuration_are_refused(tmp_path):
+    tiny_trainer(tmp_path).run(until=1)
+    other = tiny_trainer(tmp_path, seed=1)
+    with pytest.raises(ValueError, match="different run .*seed"):
+        other.run_stage(1)
+    with pytest.raises(RuntimeError, match="stage 3 starts from stage 2"):
+        tiny_trainer(tmp_path / "empty").run_stage(3)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        tiny_trainer(None).run_stage(4)
