@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from .experiments import EXPERIMENTS, get_experiment
 
 
@@ -24,11 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--preset", choices=["smoke", "full"], default="smoke")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default=None, help="JSON file for the results table")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch CPU threads (default 1: fastest for these small models on a "
+                          "2-core CPU, see benchmarks/; 0 keeps torch's default)")
     commands.add_parser("list", help="list the experiments")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(EXPERIMENTS))
         return 0
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     experiment = get_experiment(args.experiment)
     table = experiment.run(args.dataset, args.preset, seed=args.seed, data_path=args.data_path)
     print(table)

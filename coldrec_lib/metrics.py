@@ -38,31 +38,56 @@ def top_ranked(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Te
     """The first ``k`` entries of `rank_candidates`, without sorting whole rows: only the items
     scoring at least the k-th best score can be in the top k, so only those are sorted."""
     k = min(k, scores.shape[1])
-    kth_best = scores.topk(k, dim=1).values[:, -1:]
-    width = int((scores >= kth_best).sum(1).max())
-    shortlist = scores.topk(width, dim=1).indices
+    best = scores.topk(k, dim=1)
+    width = int((scores >= best.values[:, -1:]).sum(1).max())  # > k when ties cross place k
+    shortlist = best.indices if width == k else scores.topk(width, dim=1).indices
     order = rank_candidates(scores.gather(1, shortlist), relevant.gather(1, shortlist))
     return shortlist.gather(1, order[:, :k])
+
+
+def _check(scores: torch.Tensor, relevant: torch.Tensor) -> None:
+    if scores.shape != relevant.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)} "
+                         "must have the same shape")
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN: the model produced invalid scores")
+
+
+def ndcg_from_hits(hits: torch.Tensor, n_relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """NDCG@k from the hits down the ranking ``[B, >= k]``: DCG of the top k over the DCG of
+    ``min(R, k)`` hits at the top. The one NDCG of the library; users with ``R = 0`` get 0."""
+    top = hits[:, :k].float()
+    discount = 1.0 / torch.log2(torch.arange(2, top.shape[1] + 2, device=hits.device,
+                                             dtype=torch.float32))
+    ideal = torch.cat([discount.new_zeros(1), discount.cumsum(0)])  # ideal[n]: n hits on top
+    n_ideal = n_relevant.clamp(max=top.shape[1]).long()
+    return (top * discount).sum(1) / ideal[n_ideal].clamp(min=1.0) * (n_ideal > 0)
+
+
+def top_k_ndcg(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """NDCG@k of every row ``[B]``, the batched training target of RaCT's critic (`04_ract`,
+    section "The critic"): the same ranking (pessimistic ties) and NDCG as `ranking_metrics`,
+    except that a row without relevant items gets 0 instead of an error (input dropout can keep
+    all of a user's items). Masked candidates should score ``-inf`` and not be relevant."""
+    _check(scores, relevant)
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    hits = relevant.gather(1, top_ranked(scores, relevant, k))
+    return ndcg_from_hits(hits, relevant.sum(1), k)
 
 
 def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
                     recall_denominator: str = "R") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-user metrics ``{name: [B]}`` and the top-``max(ks)`` candidate indices ``[B, k]``."""
-    if scores.shape != relevant.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)} "
-                         "must have the same shape")
+    _check(scores, relevant)
     if recall_denominator not in RECALL_DENOMINATORS:
         raise ValueError(f"recall_denominator must be one of {RECALL_DENOMINATORS}")
-    if torch.isnan(scores).any():
-        raise ValueError("scores contain NaN: the model produced invalid scores")
     n_relevant = relevant.sum(1)
     if (n_relevant == 0).any():
         raise ValueError("every user needs at least one relevant candidate")
     top = top_ranked(scores, relevant, max(ks))
     hits = relevant.gather(1, top).float()  # [B, k], best first
     positions = torch.arange(1, hits.shape[1] + 1, device=hits.device, dtype=torch.float32)
-    discount = 1.0 / torch.log2(positions + 1)
-    ideal_cumulative = discount.cumsum(0)
     # the first relevant item is the best-scoring one; pessimistic ties put every non-relevant
     # item with a score at least as high above it
     best_relevant = scores.masked_fill(~relevant, float("-inf")).max(1, keepdim=True).values
@@ -75,33 +100,7 @@ def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
         capped = torch.clamp(n_relevant, max=k).float()
         out[f"HR@{k}"] = (n_hits > 0).float()
         out[f"Recall@{k}"] = n_hits / (n_relevant.float() if recall_denominator == "R" else capped)
-        out[f"NDCG@{k}"] = (top_k * discount[:k]).sum(1) / ideal_cumulative[capped.long() - 1]
+        out[f"NDCG@{k}"] = ndcg_from_hits(top_k, n_relevant, k)
         precision_at_i = top_k.cumsum(1) / positions[:k]
         out[f"MAP@{k}"] = (top_k * precision_at_i).sum(1) / capped
     return out, top
-
-
-def top_k_ndcg(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
-    """NDCG@k of every row ``[B]`` with one ``torch.topk``: the cheap form used as a training
-    target (RaCT's critic, `04_ract` section "The critic").
-
-    Same definition as ``ranking_metrics``' NDCG@k (DCG of the top k over the ideal DCG with
-    ``min(R, k)`` hits; ``tests/test_ract.py`` checks that the two agree). Two differences, both
-    harmless for a target: rows without a relevant candidate get 0 instead of an error (RaCT's
-    input dropout can keep all of a user's items), and ties at the k-th place are broken by
-    ``topk`` instead of pessimistically (model logits are continuous). Masked candidates should
-    score ``-inf`` and must not be relevant.
-    """
-    if scores.shape != relevant.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)} "
-                         "must have the same shape")
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
-    k = min(k, scores.shape[1])
-    top = scores.topk(k, dim=1).indices
-    hits = relevant.gather(1, top).to(scores.dtype)
-    discount = 1.0 / torch.log2(torch.arange(2, k + 2, device=scores.device, dtype=scores.dtype))
-    ideal = torch.cat([discount.new_zeros(1), discount.cumsum(0)])  # ideal[n] = IDCG with n hits
-    n_ideal = relevant.sum(1).clamp(max=k)
-    dcg = (hits * discount).sum(1)
-    return torch.where(n_ideal > 0, dcg / ideal[n_ideal].clamp(min=1.0), dcg.new_zeros(()))

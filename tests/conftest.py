@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from coldrec_lib.data import make_synthetic
 
@@ -17,3 +18,12 @@ def ml100k_folder():
     if not (SHARED_ML100K / "u.data").exists():
         pytest.skip("../shared/data/ml-100k is absent (a fresh clone has no ../shared)")
     return SHARED_ML100K
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread():
+    """As in the notebooks and the CLI: small models on one CPU thread (benchmarks/)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,14 +18,6 @@ from coldrec_lib.models.popularity import Popularity
 N_ITEMS = 50
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small models run fastest on one thread (benchmarks/metatl.py measures it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_model(**overrides) -> MetaTL:
     torch.manual_seed(0)

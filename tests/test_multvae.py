@@ -11,14 +11,6 @@ from coldrec_lib.training import fit, seed_everything
 PROTOCOL = FullRanking(ks=(20, 100), recall_denominator="min(k,R)")
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """These models are small: one thread is several times faster on a few-core CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_kl_weight_rises_linearly_to_its_cap():
     vae = MultVAE(10, MultVAEConfig(beta_cap=0.2, anneal_steps=100))

@@ -12,13 +12,6 @@ from coldrec_lib.training import fit
 N_ITEMS = 30
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_model(**overrides) -> SASRec:
     torch.manual_seed(0)

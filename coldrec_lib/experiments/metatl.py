@@ -130,14 +130,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False) -> ResultsTable:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    device = default_device()
-    threads = torch.get_num_threads()
-    if device.type == "cpu":  # these small models train fastest on one thread (benchmarks/)
-        torch.set_num_threads(1)
-    try:
-        return _run(dataset, PRESETS[preset], preset, seed, data_path, progress, device)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(dataset, PRESETS[preset], preset, seed, data_path, progress, default_device())
 
 
 def _run(dataset, config, preset, seed, data_path, progress, device) -> ResultsTable:
