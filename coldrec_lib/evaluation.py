@@ -232,7 +232,7 @@ def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFr
         history = data.frame.loc[data.frame["user"] == user, "item"].to_numpy()
     else:
         history = data.to_internal_items(raw_history)
-    batch = EvalBatch(torch.tensor([user]), torch.as_tensor(history).reshape(1, -1),
+    batch = EvalBatch(torch.tensor([user]), torch.tensor(history, dtype=torch.long).reshape(1, -1),
                       torch.zeros(1, 1, dtype=torch.long)).to(_model_device(model))
     was_training = model.training
     model.eval()
