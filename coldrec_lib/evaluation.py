@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,35 @@ class EvalResult:
         return f"{self.model} | {self.eval_set} ({self.n_users:,} users)\n  {values}\n  protocol: {self.protocol}"
 
 
+@contextmanager
+def eval_mode(*models):
+    """Put ``models`` in eval mode (dropout off, ``z = mu``) and restore each one's mode after."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, mode in zip(models, modes):
+            model.train(mode)
+
+
+def full_scores(model, batch: EvalBatch, n_items: int, model_input: EvalBatch | None = None,
+                mask_history: bool = True) -> torch.Tensor:
+    """``model.score`` over the catalogue ``[B, n_items + 1]`` as float, with the padding item
+    and (``mask_history``) the whole history of ``batch`` at -inf. ``model_input`` is what the
+    model reads (default ``batch``)."""
+    scores = model.score(batch if model_input is None else model_input).float().clone()
+    expected = (len(batch.history), n_items + 1)
+    if tuple(scores.shape) != expected:
+        raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}; "
+                         f"expected {expected} (column 0 is the padding item)")
+    scores[:, PAD] = float("-inf")
+    if mask_history:
+        scores.scatter_(1, batch.history, float("-inf"))
+    return scores
+
+
 class Evaluator:
     """Scores any `Recommender` on an `EvalSet` under one protocol.
 
@@ -105,13 +135,11 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, model, name: str | None = None, progress: bool = False) -> EvalResult:
-        was_training = model.training
-        model.eval()
         device = self.device or _model_device(model)
         per_user: dict[str, list[torch.Tensor]] = {}
         top_items = []
         rows_all = torch.arange(len(self.eval_set))
-        try:
+        with eval_mode(model):
             for rows in tqdm(rows_all.split(self.batch_size), disable=not progress, desc="eval",
                              leave=False):
                 batch = self.eval_set.batch(rows).to(device)
@@ -123,8 +151,6 @@ class Evaluator:
                 top_k = top[:, :max(self.protocol.ks)]
                 top_items.append((candidates.gather(1, top_k) if candidates is not None
                                   else top_k).cpu())
-        finally:
-            model.train(was_training)
         per_user_t = {k: torch.cat(v) for k, v in per_user.items()}
         metrics = {k: float(v.mean()) for k, v in per_user_t.items()}
         top_all = torch.cat(top_items)
@@ -147,14 +173,7 @@ class Evaluator:
             relevant[:, :batch.targets.shape[1]] = batch.targets != PAD
             scores = scores.float().masked_fill(~relevant & (candidates == PAD), float("-inf"))
             return scores, relevant, candidates
-        scores = model.score(model_input).float().clone()
-        expected = (len(rows), self.n_items + 1)
-        if tuple(scores.shape) != expected:
-            raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}; "
-                             f"expected {expected} (column 0 is the padding item)")
-        scores[:, PAD] = float("-inf")
-        if self.protocol.mask_history:
-            scores.scatter_(1, batch.history, float("-inf"))
+        scores = full_scores(model, batch, self.n_items, model_input, self.protocol.mask_history)
         relevant = torch.zeros_like(scores, dtype=torch.bool)
         relevant.scatter_(1, batch.targets, True)
         relevant[:, PAD] = False
@@ -215,6 +234,21 @@ class ResultsTable:
         return path
 
 
+def evaluate_models(models: dict, evaluators: dict[str, Evaluator],
+                    table: ResultsTable | None = None, extra: dict[str, dict] | None = None,
+                    **columns) -> dict[tuple[str, str], EvalResult]:
+    """Every model (``{name: model}``) under every protocol (``{name: Evaluator}``), on the same
+    users: ``{(model name, protocol name): EvalResult}``. With ``table``, each result is added as
+    a row, with ``columns`` (e.g. ``K=3``) and the model's ``extra`` ones (e.g. its best epoch)."""
+    results = {}
+    for name, model in models.items():
+        for protocol_name, evaluator in evaluators.items():
+            results[name, protocol_name] = result = evaluator.evaluate(model, name)
+            if table is not None:
+                table.add(result, protocol_name, **columns, **(extra or {}).get(name, {}))
+    return results
+
+
 def describe_machine() -> str:
     device = (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
               else f"CPU ({torch.get_num_threads()} threads)")
@@ -234,14 +268,8 @@ def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFr
         history = data.to_internal_items(raw_history)
     batch = EvalBatch(torch.tensor([user]), torch.tensor(history, dtype=torch.long).reshape(1, -1),
                       torch.zeros(1, 1, dtype=torch.long)).to(_model_device(model))
-    was_training = model.training
-    model.eval()
-    try:
-        scores = model.score(batch).float().clone()
-    finally:
-        model.train(was_training)
-    scores[:, PAD] = float("-inf")
-    scores.scatter_(1, batch.history, float("-inf"))
+    with eval_mode(model):
+        scores = full_scores(model, batch, data.n_items)
     top = scores.topk(k, dim=1)
     out = pd.DataFrame({"item": data.to_raw_items(top.indices[0]), "score": top.values[0].cpu()})
     if data.item_features is not None:

@@ -29,3 +29,8 @@ def user_metrics(scores, relevant, k, recall_denominator="R"):
         f"MAP@{k}": precision_sum / min(n_rel, k),
         "MRR": 1 / first,
     }
+
+
+def ndcg_or_zero(scores, relevant, k):
+    """NDCG@k as RaCT's critic target uses it: 0 for a user with nothing relevant."""
+    return user_metrics(scores, relevant, k)[f"NDCG@{k}"] if any(relevant) else 0.0

@@ -4,12 +4,11 @@ import torch
 
 from coldrec_lib.data import filter_min_counts, heldout_users
 from coldrec_lib.evaluation import Evaluator, FullRanking
-from coldrec_lib.models.multvae import MultVAE, MultVAEConfig, UserRows, user_batches
+from coldrec_lib.models.multvae import MultVAE, MultVAEConfig, UserRows, binary_rows, user_batches
 from coldrec_lib.models.popularity import Popularity
 from coldrec_lib.training import fit, seed_everything
 
 PROTOCOL = FullRanking(ks=(20, 100), recall_denominator="min(k,R)")
-
 
 
 def test_kl_weight_rises_linearly_to_its_cap():
@@ -61,7 +60,7 @@ def test_score_has_a_padding_column_and_reads_the_history():
     batch = type("B", (), {"history": history, "users": torch.arange(2)})()
     scores = vae.score(batch)
     assert scores.shape == (2, 6) and torch.isinf(scores[:, 0]).all()
-    rows = vae.rows_from_history(history)
+    rows = binary_rows(history, 5)
     assert rows.tolist() == [[0, 1, 1, 0, 0], [1, 0, 0, 1, 1]]
 
 

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -10,18 +8,13 @@ from coldrec_lib.models.multvae import MultVAE, MultVAEConfig
 from coldrec_lib.models.ract import (ActorCriticTraining, Critic, CriticConfig, RaCTConfig,
                                      critic_inputs, critic_loss)
 from coldrec_lib.training import seed_everything
-
+from reference_metrics import ndcg_or_zero
 
 
 def per_user_ndcg(scores, relevant, k):
-    """Reference: one user at a time, in plain Python (RaCT's definition, IDCG clamped)."""
-    out = []
-    for row_scores, row_relevant in zip(scores.tolist(), relevant.tolist()):
-        order = sorted(range(len(row_scores)), key=lambda i: -row_scores[i])[:k]
-        dcg = sum(1 / math.log2(rank + 2) for rank, i in enumerate(order) if row_relevant[i])
-        idcg = sum(1 / math.log2(rank + 2) for rank in range(min(sum(row_relevant), k)))
-        out.append(dcg / max(idcg, 0.1))
-    return torch.tensor(out)
+    """Reference: one user at a time, in plain Python (tests/reference_metrics.py)."""
+    return torch.tensor([ndcg_or_zero(s, r, k) for s, r in zip(scores.tolist(),
+                                                               relevant.tolist())])
 
 
 def test_batched_ndcg_target_equals_the_per_user_reference():

@@ -7,6 +7,7 @@ Each module defines ``PRESETS = {"smoke": {...}, "full": {...}}`` and
 """
 from __future__ import annotations
 
+import copy
 import importlib
 
 from ..data import Interactions, load_dataset, make_synthetic
@@ -22,6 +23,13 @@ def get_experiment(name: str):
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; registered: {', '.join(EXPERIMENTS)}")
     return importlib.import_module(EXPERIMENTS[name])
+
+
+def preset_settings(presets: dict, preset: str) -> dict:
+    """A copy of ``presets[preset]`` (safe to modify), or an error naming the presets there are."""
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(presets)}")
+    return copy.deepcopy(presets[preset])
 
 
 def get_data(dataset: str, data_path: str | None = None, seed: int = 0,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from ..data import leave_one_out
-from ..evaluation import Evaluator, FullRanking, ResultsTable, SampledRanking
+from ..evaluation import Evaluator, FullRanking, ResultsTable, SampledRanking, evaluate_models
 from ..models import BPRMF, BPRMFConfig, Popularity, pair_batches
 from ..training import default_device, fit, seed_everything
-from . import get_data
+from . import get_data, preset_settings
 
 PRESETS = {
     "smoke": {"synthetic": {"n_users": 600, "n_items": 400}, "max_epochs": 30, "patience": 4},
@@ -18,7 +18,7 @@ PRESETS = {
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False) -> ResultsTable:
-    config = PRESETS[preset]
+    config = preset_settings(PRESETS, preset)
     generator = seed_everything(seed)
     data = get_data(dataset, data_path, seed, **config["synthetic"])
     split = leave_one_out(data)
@@ -39,7 +39,5 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
 
     table = ResultsTable(f"Foundations: popularity vs BPR-MF ({split.description})", data.name,
                          preset)
-    for name, model in (("Popularity", popularity), ("BPR-MF", bpr)):
-        for protocol_name, evaluator in tests.items():
-            table.add(evaluator.evaluate(model, name), protocol_name)
+    evaluate_models({"Popularity": popularity, "BPR-MF": bpr}, tests, table)
     return table

@@ -17,12 +17,13 @@ import pandas as pd
 import torch
 
 from ..data import ColdStartSplit, Interactions, TaskSampler, cold_start_by_time
-from ..evaluation import EvalResult, Evaluator, FullRanking, ResultsTable, SampledRanking
+from ..evaluation import (EvalResult, Evaluator, FullRanking, ResultsTable, SampledRanking,
+                          evaluate_models)
 from ..models.metatl import MetaTL, MetaTLConfig, task_batches
 from ..models.popularity import Popularity
 from ..models.sasrec import SASRec, SASRecConfig, next_item_batches
 from ..training import FitResult, default_device, fit, seed_everything
-from . import get_data
+from . import get_data, preset_settings
 
 PRESETS = {
     "smoke": {
@@ -128,9 +129,8 @@ def train_sasrec(split: ColdStartSplit, k: int, config: SASRecConfig, generator:
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False) -> ResultsTable:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return _run(dataset, PRESETS[preset], preset, seed, data_path, progress, default_device())
+    return _run(dataset, preset_settings(PRESETS, preset), preset, seed, data_path, progress,
+                default_device())
 
 
 def _run(dataset, config, preset, seed, data_path, progress, device) -> ResultsTable:
@@ -156,11 +156,9 @@ def _run(dataset, config, preset, seed, data_path, progress, device) -> ResultsT
                                  desc=f"MetaTL K={k_value}", **train)
         if k_value == k:
             models["MetaTL"] = metatl
-            continue
-        for protocol_name, evaluator in make_evaluators(split, k_value, "test", device).items():
-            table.add(evaluator.evaluate(metatl, "MetaTL"), protocol_name, K=k_value)
-    for name, model in models.items():
-        for protocol_name, evaluator in tests.items():
-            table.add(evaluator.evaluate(model, name), protocol_name, K=k)
+        else:
+            evaluate_models({"MetaTL": metatl}, make_evaluators(split, k_value, "test", device),
+                            table, K=k_value)
+    evaluate_models(models, tests, table, K=k)
     table.rows.sort(key=lambda row: (row["K"] != k, row["K"], row["protocol"]))
     return table

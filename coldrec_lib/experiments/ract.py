@@ -13,12 +13,12 @@ import torch
 
 from ..data import Interactions, filter_min_counts, filter_rating, heldout_users
 from ..data.splits import Split
-from ..evaluation import Evaluator, FullRanking, ResultsTable
+from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
 from ..models.multvae import MultVAE, MultVAEConfig, UserRows, user_batches
 from ..models.popularity import Popularity
 from ..models.ract import Critic, CriticValidation, RaCTConfig, RaCTTrainer
 from ..training import FitResult, default_device, fit, seed_everything
-from . import get_data
+from . import get_data, preset_settings
 
 PROTOCOL = FullRanking(ks=(20, 50, 100), recall_denominator="min(k,R)")
 METRICS = ["Recall@20", "Recall@50", "NDCG@100"]
@@ -62,10 +62,8 @@ PRESETS = {
 
 
 def settings_for(dataset: str, preset: str) -> dict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
-    table = PRESETS[preset]
-    return copy.deepcopy(table.get(dataset, table["*"]))
+    table = preset_settings(PRESETS, preset)
+    return table.get(dataset, table["*"])
 
 
 def ract_config(settings: dict) -> RaCTConfig:
@@ -132,11 +130,10 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
 
     table = ResultsTable(f"RaCT: Mult-DAE vs Mult-VAE vs RaCT ({split.description}, seed "
                          f"{seed})", data.name, preset)
-    popularity = Popularity(split.train, split.n_items).to(device)
-    models = (("Popularity", popularity, None), ("Mult-DAE", dae, dae_fit),
-              ("Mult-VAE", vae, stage1), ("RaCT", trainer.actor, stage3))
-    for name, model, result in models:
-        extra = {} if result is None else {"best epoch": result.best_epoch,
-                                           "valid NDCG@100": result.best_value}
-        table.add(test.evaluate(model, name), "full", **extra)
+    models = {"Popularity": Popularity(split.train, split.n_items).to(device), "Mult-DAE": dae,
+              "Mult-VAE": vae, "RaCT": trainer.actor}
+    selection = {name: {"best epoch": result.best_epoch, "valid NDCG@100": result.best_value}
+                 for name, result in (("Mult-DAE", dae_fit), ("Mult-VAE", stage1),
+                                      ("RaCT", stage3))}
+    evaluate_models(models, {"full": test}, table, selection)
     return table

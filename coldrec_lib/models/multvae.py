@@ -64,6 +64,14 @@ def multinomial_nll(logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return -(F.log_softmax(logits, dim=1) * items).sum(1)
 
 
+def binary_rows(items: torch.Tensor, n_items: int, dtype=torch.float32) -> torch.Tensor:
+    """Padded item ids ``[B, L]`` -> binary user rows ``[B, n_items]`` (column ``j`` is item
+    ``j + 1``; padding is dropped)."""
+    rows = torch.zeros(len(items), n_items + 1, dtype=dtype, device=items.device)
+    rows.scatter_(1, items, 1)
+    return rows[:, PAD + 1:]
+
+
 def weight_penalty(module: nn.Module) -> torch.Tensor:
     """``sum ||W||^2`` over the weight matrices of the ``nn.Linear`` layers (biases excluded)."""
     return sum(m.weight.pow(2).sum() for m in module.modules() if isinstance(m, nn.Linear))
@@ -154,14 +162,8 @@ class MultVAE(Recommender):
             loss = loss + self.config.l2 * weight_penalty(self)
         return loss
 
-    def rows_from_history(self, history: torch.Tensor) -> torch.Tensor:
-        """Left-padded item ids ``[B, H]`` -> binary user rows ``[B, n_items]``."""
-        rows = torch.zeros(len(history), self.n_items + 1, device=history.device)
-        rows.scatter_(1, history, 1.0)
-        return rows[:, PAD + 1:]
-
     def score(self, batch: EvalBatch) -> torch.Tensor:
-        logits = self(self.rows_from_history(batch.history))[0]
+        logits = self(binary_rows(batch.history, self.n_items))[0]
         return torch.cat([logits.new_full((len(logits), 1), float("-inf")), logits], 1)
 
 

@@ -33,10 +33,11 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data.splits import EvalSet
-from ..evaluation import EvalResult
+from ..evaluation import EvalResult, eval_mode
 from ..metrics import top_k_ndcg
 from ..training import FitResult, fit, load_checkpoint, save_checkpoint, seed_everything
-from .multvae import MultVAE, MultVAEConfig, UserRows, multinomial_nll, user_batches, weight_penalty
+from .multvae import (MultVAE, MultVAEConfig, UserRows, binary_rows, multinomial_nll,
+                      user_batches, weight_penalty)
 
 FEATURES = ("items in input", "held-out items", "actor NLL of held-out items")
 
@@ -149,10 +150,7 @@ class CriticValidation:
     def __init__(self, eval_set: EvalSet, n_items: int, keep_prob: float, seed: int = 0,
                  batch_size: int = 1024, device=None):
         batch = eval_set.batch(torch.arange(len(eval_set)))
-        x = torch.zeros(len(eval_set), n_items + 1, dtype=torch.bool)
-        x.scatter_(1, batch.history, True)
-        x.scatter_(1, batch.targets, True)
-        self.x = x[:, 1:]
+        self.x = binary_rows(torch.cat([batch.history, batch.targets], 1), n_items, torch.bool)
         generator = torch.Generator().manual_seed(seed)
         self.keep_mask = torch.rand(self.x.shape, generator=generator) < keep_prob
         self.batch_size, self.device, self.name = batch_size, device, eval_set.name
@@ -163,9 +161,7 @@ class CriticValidation:
 
     @torch.no_grad()
     def measure(self, actor: MultVAE, critic: Critic) -> EvalResult:
-        modes = actor.training, critic.training
-        actor.eval(), critic.eval()
-        try:
+        with eval_mode(actor, critic):
             device = self.device or next(actor.parameters()).device
             parts = []
             for rows in torch.arange(len(self.x)).split(self.batch_size):
@@ -174,8 +170,6 @@ class CriticValidation:
                                                  critic.config.k)
                 parts.append((features, target, critic(features)))
             features, target, predicted = (torch.cat(t) for t in zip(*parts))
-        finally:
-            actor.train(modes[0]), critic.train(modes[1])
         mse = float(F.mse_loss(predicted, target))
         r2 = 1.0 - mse / max(float(target.var(unbiased=False)), 1e-12)
         pearson = float(torch.corrcoef(torch.stack([predicted, target]))[0, 1])
