@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coldrec_lib.data import (DataError, Interactions, cold_start_by_time, heldout_users,
-                              last_n_horizon, leave_one_out)
+from coldrec_lib.data import (DataError, Interactions, cold_start_by_part, cold_start_by_time,
+                              heldout_users, last_n_horizon, leave_one_out)
 
 
 @st.composite
@@ -63,6 +63,15 @@ def test_cold_start_by_time(data, seed):
             h = ev.history.items[ev.history.offsets[n]:ev.history.offsets[n + 1]].tolist()
             t = ev.targets.items[ev.targets.offsets[n]:ev.targets.offsets[n + 1]].tolist()
             assert h + t == first[:3]
+
+
+def test_cold_start_by_part_needs_the_part_column_and_both_parts():
+    frame = pd.DataFrame({"user": [1, 1, 2, 2], "item": [1, 2, 3, 4], "timestamp": [0, 1, 0, 1]})
+    with pytest.raises(DataError, match="part.*a column naming the part"):
+        cold_start_by_part(Interactions.from_frame(frame, rating=None))
+    only_train = Interactions.from_frame(frame.assign(part="train"), rating=None)
+    with pytest.raises(DataError, match="rows of part 'test_new_user'.*found parts \\['train'\\]"):
+        cold_start_by_part(only_train)
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,7 +1,8 @@
 """Train / validation / test splits. Each keeps held-out interactions out of training (property
 tests in ``tests/test_splits.py``) and returns `EvalSet`s that any model can be scored on.
 
-(a) `cold_start_by_time`  new users arrive after a cut time (MetaTL)
+(a) `cold_start_by_time`  new users arrive after a cut time (MetaTL); `cold_start_by_part`
+                          for data whose authors ship the new users in a file of their own
 (b) `heldout_users`       whole users held out, 80/20 fold-in (RaCT's strong generalisation)
 (c) `last_n_horizon`      every user's last N items held out as a set (autoregressive paper)
 (d) `leave_one_out`       last item test, second-to-last validation
@@ -174,6 +175,29 @@ def cold_start_by_time(data: Interactions, new_user_fraction: float = 0.2,
     valid_users, test_users = _split_users(new_users, valid_fraction, seed)
     return ColdStartSplit(train.reset_index(drop=True), frame[is_new].reset_index(drop=True),
                           valid_users, test_users, int(cut_time), data.n_users, data.n_items)
+
+
+def cold_start_by_part(data: Interactions, new_part: str = "test_new_user",
+                       valid_fraction: float = 0.3, seed: int = 0,
+                       column: str = "part") -> ColdStartSplit:
+    """Cold start as the data's authors split it (MetaTL's Electronics files): rows whose
+    ``column`` is ``new_part`` are the new users, all other rows train. The files number their
+    users independently, so a user is the pair (part, user id). New users are split into
+    validation (``valid_fraction``) and test with ``seed``."""
+    frame = data.frame
+    if column not in frame.columns:
+        raise DataError(data.name, column, "a column naming the part (file) of every row")
+    is_new = (frame[column] == new_part).to_numpy()
+    if is_new.all() or not is_new.any():
+        raise DataError(data.name, column, f"rows of part {new_part!r} and rows of other parts; "
+                        f"found parts {sorted(frame[column].unique())}")
+    codes, uniques = pd.factorize(frame[column].astype(str) + ":" + frame["user"].astype(str),
+                                  sort=True)
+    frame = frame.assign(user=codes)
+    valid_users, test_users = _split_users(np.unique(codes[is_new]), valid_fraction, seed)
+    new = frame[is_new].reset_index(drop=True)
+    return ColdStartSplit(frame[~is_new].reset_index(drop=True), new, valid_users, test_users,
+                          int(new["timestamp"].min()), len(uniques), data.n_items)
 
 
 # ---------------------------------------------------------------------- (b) held-out users

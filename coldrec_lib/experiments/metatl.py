@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-import pandas as pd
 import torch
 
-from ..data import ColdStartSplit, Interactions, TaskSampler, cold_start_by_time
+from ..data import (ColdStartSplit, Interactions, TaskSampler, cold_start_by_part,
+                    cold_start_by_time)
 from ..evaluation import (EvalResult, Evaluator, FullRanking, ResultsTable, SampledRanking,
                           evaluate_models)
 from ..models.metatl import MetaTL, MetaTLConfig, task_batches
@@ -65,22 +64,10 @@ def make_split(data: Interactions, new_user_fraction: float = 0.3, valid_fractio
                seed: int = 0) -> ColdStartSplit:
     """Cold-start split. Electronics comes split by its authors (column ``part``: the train file
     and the new-user file); every other dataset is cut by time with `cold_start_by_time`."""
-    if "part" not in data.frame.columns:
-        return cold_start_by_time(data, new_user_fraction=new_user_fraction,
-                                  valid_fraction=valid_fraction, seed=seed)
-    frame = data.frame
-    # the two files number their users independently: a user is (file, raw id)
-    key = frame["part"].astype(str) + ":" + frame["user"].astype(str)
-    codes, uniques = pd.factorize(key, sort=True)
-    frame = frame.assign(user=codes)
-    is_new = (frame["part"] == "test_new_user").to_numpy()
-    new_users = np.unique(codes[is_new])
-    order = np.random.default_rng(seed).permutation(new_users)
-    n_valid = int(round(valid_fraction * len(new_users)))
-    train, new = frame[~is_new], frame[is_new]
-    return ColdStartSplit(train.reset_index(drop=True), new.reset_index(drop=True),
-                          np.sort(order[:n_valid]), np.sort(order[n_valid:]),
-                          int(new["timestamp"].min()), len(uniques), data.n_items)
+    if "part" in data.frame.columns:
+        return cold_start_by_part(data, valid_fraction=valid_fraction, seed=seed)
+    return cold_start_by_time(data, new_user_fraction=new_user_fraction,
+                              valid_fraction=valid_fraction, seed=seed)
 
 
 def make_evaluators(split: ColdStartSplit, k: int, part: str, device=None
