@@ -12,15 +12,7 @@ from coldrec_lib.experiments import ract as experiment
 from coldrec_lib.models.ract import RaCTConfig
 from coldrec_lib.training import (Checkpoints, checkpoint_args, fingerprint, fit,
                                   load_checkpoint, save_checkpoint)
-
-
-class Quadratic(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.tensor([5.0]))
-
-    def loss(self, batch):
-        return ((self.w - batch) ** 2).sum()
+from test_training import Quadratic
 
 
 def train(checkpoints, calls):
