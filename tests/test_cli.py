@@ -70,7 +70,8 @@ def test_bad_arguments_and_data_errors_are_one_line_and_exit_2(tmp_path, monkeyp
         raise DataError("u.data", "timestamp", "an integer")
     monkeypatch.setattr(foundations, "run", broken)
     assert main(["run", "foundations", "--out", str(tmp_path / "r.json")]) == 2
-    assert capsys.readouterr().err.strip() == "error: u.data, field 'timestamp': expected an integer"
+    message = capsys.readouterr().err.strip()
+    assert message == "error: u.data, field 'timestamp': expected an integer"
 
 
 def test_an_unwritable_out_is_found_before_the_run(tmp_path, monkeypatch, capsys):

@@ -81,8 +81,8 @@ def make_evaluators(split: ColdStartSplit, k: int, part: str, device=None
 
 def train_metatl(split: ColdStartSplit, k: int, config: MetaTLConfig, generator: torch.Generator,
                  batches_per_epoch: int, max_epochs: int, patience: int, device=None,
-                 progress: bool = False, desc: str = "MetaTL", checkpoints: Checkpoints | None = None
-                 ) -> tuple[MetaTL, FitResult]:
+                 progress: bool = False, desc: str = "MetaTL",
+                 checkpoints: Checkpoints | None = None) -> tuple[MetaTL, FitResult]:
     """Meta-train on K-shot tasks from the warm users; select the epoch on validation new users."""
     device = device or default_device()
     model = MetaTL(split.n_items, config).to(device)
