@@ -213,9 +213,11 @@ class ResultsTable:
         self.rows.append(row)
 
     def to_frame(self, metrics: list[str] | None = None) -> pd.DataFrame:
+        """The rows; with ``metrics``, only those columns after model, protocol and users."""
         frame = pd.DataFrame(self.rows)
-        keep = ["model", "protocol"] + [c for c in frame.columns if c not in ("model", "protocol")
-                                        and (metrics is None or c in metrics)]
+        first = [c for c in ("model", "protocol", "users") if c in frame.columns]
+        keep = first + [c for c in frame.columns if c not in first
+                        and (metrics is None or c in metrics)]
         return frame[keep]
 
     def to_markdown(self, metrics: list[str] | None = None) -> str:
@@ -235,7 +237,7 @@ class ResultsTable:
                   + f" | {self.machine}")
         lines = textwrap.wrap(header, width, subsequent_indent="  ")
         frame = self.to_frame()
-        keys = [c for c in ("model", "protocol") if c in frame.columns]
+        keys = ["model", "protocol"]
         text = lambda f: f.to_string(index=False, float_format=lambda v: f"{v:.4f}")  # noqa: E731
         block: list[str] = []
         for column in [c for c in frame.columns if c not in keys]:

@@ -18,8 +18,9 @@ def table_with_many_columns() -> ResultsTable:
 
 
 def test_every_row_says_how_many_users_it_was_computed_on():
-    rows = table_with_many_columns().rows
-    assert [row["users"] for row in rows] == [1776, 1776]
+    table = table_with_many_columns()
+    assert [row["users"] for row in table.rows] == [1776, 1776]
+    assert list(table.to_frame(["MRR"]).columns) == ["model", "protocol", "users"]
 
 
 def test_the_printed_table_fits_100_columns_and_keeps_every_metric(tmp_path):
