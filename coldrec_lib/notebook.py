@@ -3,7 +3,8 @@
 A reader who opens a notebook gets the **full** preset on the real dataset. The smoke switch
 runs any notebook in about a minute on a CPU, on small synthetic data:
 
-    COLDREC_PRESET=smoke jupyter nbconvert --to notebook --execute notebooks/00_foundations.ipynb
+    COLDREC_PRESET=smoke jupyter nbconvert --to notebook --execute --output-dir executed \
+        notebooks/00_foundations.ipynb
 
 ``pytest --nbval notebooks/`` sets ``COLDREC_PRESET=smoke`` itself (``notebooks/conftest.py``).
 The full preset on a CPU, or a dataset swapped for a smaller one because there is no GPU, is
