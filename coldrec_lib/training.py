@@ -97,7 +97,7 @@ def _feed(digest, value) -> None:
     if isinstance(value, np.ndarray):
         digest.update(f"array {value.dtype} {value.shape}".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
-    elif dataclasses.is_dataclass(value) or hasattr(value, "__dict__") and not callable(value):
+    elif dataclasses.is_dataclass(value) or (hasattr(value, "__dict__") and not callable(value)):
         items = ({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
                  if dataclasses.is_dataclass(value) else vars(value))
         digest.update(type(value).__name__.encode())
