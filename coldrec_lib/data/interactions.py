@@ -230,7 +230,9 @@ def _numeric(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
     bad = values.isna().to_numpy()
     if bad.any():
         row = _row(bad)
-        raise DataError(source, col, f"a number in every row; row {row} has {df[col].iloc[row]!r}")
+        value = df[col].iloc[row]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise DataError(source, col, f"a number in every row; row {row} has {value!r}")
     return values.to_numpy(np.float64)
 
 
