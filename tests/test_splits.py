@@ -236,21 +236,19 @@ def test_cold_start_by_part_sequences_are_each_users_own(frame, seed):
 
 
 def test_cold_start_by_part_with_two_digit_ids_trains_on_each_users_own_items():
-    """The regression of issue 8, written out: 12 users per part, ids 1..12."""
-    rows = []
-    for part in ("train", "test_new_user"):
-        for user in range(1, 13):
-            rows += [(user, 100 * user + step + (part == "train") * 50, step, part)
-                     for step in range(4)]
+    """The regression of issue 8, written out: 12 users per part, ids 1..12, 2..6 items each."""
+    def items(user, part):
+        return [100 * user + step + (part == "train") * 50 for step in range(2 + user % 5)]
+
+    rows = [(user, item, step, part) for part in ("train", "test_new_user")
+            for user in range(1, 13) for step, item in enumerate(items(user, part))]
     frame = pd.DataFrame(rows, columns=["user", "item", "timestamp", "part"])
-    frame = frame.sample(frac=1, random_state=0)
-    data = Interactions.from_frame(frame, rating=None)
+    data = Interactions.from_frame(frame.sample(frac=1, random_state=0), rating=None)
     split = cold_start_by_part(data)
-    seqs = split.train_sequences()
-    new = split.new_sequences()
+    seqs, new = split.train_sequences(), split.new_sequences()
     for user in range(1, 13):  # numbered in (part, id) order: new users 0..11, then train users
-        assert items_of(new, user - 1, data) == [100 * user + s for s in range(4)]
-        assert items_of(seqs, 12 + user - 1, data) == [100 * user + 50 + s for s in range(4)]
+        assert items_of(new, user - 1, data) == items(user, "test_new_user")
+        assert items_of(seqs, 12 + user - 1, data) == items(user, "train")
 
 
 @settings(max_examples=30, deadline=None)
