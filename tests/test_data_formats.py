@@ -194,3 +194,10 @@ def test_electronics_hash_recorded_only_after_a_successful_parse(tmp_path, monke
     (cache / "electronics" / "electronics_train.csv").write_bytes(good + b"1\t1\t1\n")
     with pytest.raises(ChecksumError, match=f"delete {record}"):
         load_dataset("electronics", cache=cache)
+
+
+def test_data_path_one_level_too_high_says_where_the_files_are(tmp_path):
+    official_100k(tmp_path / "ml-100k")
+    with pytest.raises(DataError, match=f"u.data: expected the file to exist; it is in "
+                                        f"{tmp_path / 'ml-100k'}: pass that folder"):
+        load_dataset("ml-100k", path=tmp_path)
