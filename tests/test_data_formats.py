@@ -197,6 +197,7 @@ def test_electronics_hash_recorded_only_after_a_successful_parse(tmp_path, monke
 
 
 def test_data_path_one_level_too_high_says_where_the_files_are(tmp_path):
+    (tmp_path / "ml-100k").mkdir()
     official_100k(tmp_path / "ml-100k")
     with pytest.raises(DataError, match=f"u.data: expected the file to exist; it is in "
                                         f"{tmp_path / 'ml-100k'}: pass that folder"):
