@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from coldrec_lib.data import DATASETS, ChecksumError, DataError, load_dataset
+from coldrec_lib.data import DATASETS, ChecksumError, DataError, filter_rating, load_dataset
 from coldrec_lib.data import datasets
 from coldrec_lib.data.datasets import RemoteFile, download, read_metatl_format
 from coldrec_lib.data.errors import DownloadError
@@ -45,6 +45,8 @@ def test_ml100k_official_layout(tmp_path):
     user_3 = data.user_features.loc[data.to_internal_users([3])[0]]
     assert (user_3["age"], user_3["gender"], user_3["occupation"], user_3["zip"]) == (
         23, "M", "writer", "T8H1N")
+    liked = filter_rating(data, 3)  # a subset renumbers users: their features follow
+    assert liked.user_features.loc[liked.to_internal_users([3])[0], "zip"] == "T8H1N"
 
 
 def test_ml100k_shared_layout_keeps_working(ml100k_folder):

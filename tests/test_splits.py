@@ -188,6 +188,18 @@ def eval_keys(ev, keys):
     return [keys[u] for u in ev.users.tolist()]
 
 
+def assert_new_user_eval_sets(split, keys, own, data, k=2):
+    """Cold-start evaluation: history = a new user's first K items, target = the next one."""
+    for part in ("valid", "test"):
+        try:
+            ev = split.eval_set(part, k=k)
+        except DataError:
+            continue
+        users = eval_keys(ev, keys)
+        assert_sequences(ev.history, users, {u: [i for i, _ in own[u][:k]] for u in users}, data)
+        assert_sequences(ev.targets, users, {u: [own[u][k][0]] for u in users}, data)
+
+
 @settings(max_examples=30, deadline=None)
 @given(raw_frames(), st.integers(0, 3))
 def test_cold_start_by_time_sequences_are_each_users_own(frame, seed):
@@ -202,14 +214,7 @@ def test_cold_start_by_time_sequences_are_each_users_own(frame, seed):
     assert_sequences(split.train_sequences(), keys, warm, data)
     assert_sequences(split.new_sequences(), keys,
                      {k: [i for i, _ in v] for k, v in own.items() if k in new}, data)
-    for part in ("valid", "test"):
-        try:
-            ev = split.eval_set(part, k=2)
-        except DataError:
-            continue
-        users = eval_keys(ev, keys)
-        assert_sequences(ev.history, users, {k: [i for i, _ in own[k][:2]] for k in users}, data)
-        assert_sequences(ev.targets, users, {k: [own[k][2][0]] for k in users}, data)
+    assert_new_user_eval_sets(split, keys, own, data)
 
 
 @settings(max_examples=30, deadline=None)
@@ -225,14 +230,7 @@ def test_cold_start_by_part_sequences_are_each_users_own(frame, seed):
     assert_sequences(split.new_sequences(), keys,
                      {k: [i for i, _ in v] for k, v in own.items() if k[0] != "train"}, data)
     assert {keys[u][0] for u in np.r_[split.valid_users, split.test_users]} == {"test_new_user"}
-    for part in ("valid", "test"):
-        try:
-            ev = split.eval_set(part, k=2)
-        except DataError:
-            continue
-        users = eval_keys(ev, keys)
-        assert_sequences(ev.history, users, {k: [i for i, _ in own[k][:2]] for k in users}, data)
-        assert_sequences(ev.targets, users, {k: [own[k][2][0]] for k in users}, data)
+    assert_new_user_eval_sets(split, keys, own, data)
 
 
 def test_cold_start_by_part_with_two_digit_ids_trains_on_each_users_own_items():
