@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .data import DATASETS
 from .data.errors import DataError
 from .experiments import EXPERIMENTS, get_experiment, parse_overrides
 from .references import REFERENCE_DIR, run_reference
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run an experiment end to end")
     run.add_argument("experiment", choices=sorted(EXPERIMENTS))
     run.add_argument("--dataset", default="synthetic",
-                     help="synthetic, or a registered dataset (ml-100k, ml-1m, ml-20m, electronics)")
+                     help="synthetic, or a registered dataset: " + ", ".join(DATASETS) +
+                          " (metatl-format: your own <name>_train.csv / <name>_test_new_user.csv "
+                          "pair, read from --data-path)")
     run.add_argument("--data-path", default=None,
                      help="folder that already holds the dataset's files (no download)")
     run.add_argument("--preset", choices=["smoke", "full"], default="smoke")
