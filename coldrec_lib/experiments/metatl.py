@@ -6,7 +6,7 @@ its inner step (ablation) and MetaTL. Model selection on the validation new user
 MRR, early stopping); test results under 100 sampled negatives (the paper's protocol) and full
 catalogue ranking; MetaTL is also trained and tested for every K of ``k_values``.
 
-    python -m coldrec_lib run metatl --dataset ml-100k --data-path ../shared/data/ml-100k --preset full
+    python -m coldrec_lib run metatl --dataset ml-100k --preset full
 """
 from __future__ import annotations
 
