@@ -215,8 +215,9 @@ def gemm_shapes(config: MetaTLConfig, n_tasks: int, k: int) -> list[tuple[int, i
 
 
 def matmul_seconds(shapes, repeats: int) -> float:
-    """Seconds ``torch.matmul`` takes for all of ``shapes`` once (best of ``repeats``), with the
-    operands laid out as autograd lays them out (transposed views where the step has them)."""
+    """Seconds ``torch.matmul`` takes for all of ``shapes`` once (median of ``repeats``, as the
+    training step's median batch: on a shared machine both see the same load), with the operands
+    laid out as autograd lays them out (transposed views where the step has them)."""
     operands = []
     for m, inner, n, layout in shapes:
         if layout == "X @ W.T":
@@ -225,13 +226,13 @@ def matmul_seconds(shapes, repeats: int) -> float:
             operands.append((torch.randn(inner, m).t(), torch.randn(inner, n)))
         else:
             operands.append((torch.randn(m, inner), torch.randn(inner, n)))
-    best = float("inf")
+    seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         for a, b in operands:
             torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return best
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 # ---------------------------------------------------------------------- coldrec
