@@ -260,16 +260,46 @@ def describe_machine() -> str:
 def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFrame:
     """Top-``k`` items for one user, in *raw* ids, with the item side information when there is
     some. The history (default: the user's interactions in ``data``) is the model's input and is
-    never recommended again."""
-    user = int(data.to_internal_users([raw_user])[0])
+    never recommended again.
+
+    A user who is not in ``data`` (cold start: e.g. ``"brand-new-user"``) is recommended for from
+    ``raw_history``, the raw ids of the few items they interacted with, oldest first: models that
+    read the history (popularity, SASRec, MetaTL, Mult-VAE) need nothing else; a model with one
+    embedding per training user cannot score them and says so.
+    """
+    from .data.errors import DataError
+
+    try:
+        user = int(data.to_internal_users([raw_user])[0])
+    except KeyError:
+        user = None
+        if raw_history is None or len(raw_history) == 0:
+            raise DataError(data.name, "raw_user", f"a user of {data.name}, or raw_history=[...] "
+                            f"(the raw item ids a new user interacted with); {raw_user!r} is "
+                            "not in the data and no history was given") from None
     if raw_history is None:
         history = data.frame.loc[data.frame["user"] == user, "item"].to_numpy()
     else:
+        known = set(data.raw_items[1:])
+        unknown = [raw for raw in raw_history if raw not in known]
+        if unknown:
+            raise DataError(data.name, "raw_history", f"raw item ids of {data.name} (the model "
+                            f"has no embedding for others); unknown: {unknown[:10]!r}")
         history = data.to_internal_items(raw_history)
-    batch = EvalBatch(torch.tensor([user]), torch.tensor(history, dtype=torch.long).reshape(1, -1),
+    # a new user gets id n_users: out of range for a per-user table, so it can never silently
+    # read another user's row
+    users = torch.tensor([data.n_users if user is None else user])
+    batch = EvalBatch(users, torch.tensor(history, dtype=torch.long).reshape(1, -1),
                       torch.zeros(1, 1, dtype=torch.long)).to(_model_device(model))
     with eval_mode(model):
-        scores = full_scores(model, batch, data.n_items)
+        try:
+            scores = full_scores(model, batch, data.n_items)
+        except IndexError:
+            if user is not None:
+                raise
+            raise ValueError(f"{type(model).__name__} scores only the users it was trained on "
+                             f"and {raw_user!r} is new; use a model that reads the history "
+                             "(e.g. SASRec, MetaTL, Mult-VAE or popularity)") from None
     top = scores.topk(k, dim=1)
     out = pd.DataFrame({"item": data.to_raw_items(top.indices[0]), "score": top.values[0].cpu()})
     if data.item_features is not None:

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from coldrec_lib.data import DATASETS, ChecksumError, DataError, load_dataset
+from coldrec_lib.data import DATASETS, ChecksumError, DataError, filter_rating, load_dataset
 from coldrec_lib.data import datasets
 from coldrec_lib.data.datasets import RemoteFile, download, read_metatl_format
 from coldrec_lib.data.errors import DownloadError
@@ -45,6 +45,8 @@ def test_ml100k_official_layout(tmp_path):
     user_3 = data.user_features.loc[data.to_internal_users([3])[0]]
     assert (user_3["age"], user_3["gender"], user_3["occupation"], user_3["zip"]) == (
         23, "M", "writer", "T8H1N")
+    liked = filter_rating(data, 3)  # a subset renumbers users: their features follow
+    assert liked.user_features.loc[liked.to_internal_users([3])[0], "zip"] == "T8H1N"
 
 
 def test_ml100k_shared_layout_keeps_working(ml100k_folder):
@@ -194,3 +196,11 @@ def test_electronics_hash_recorded_only_after_a_successful_parse(tmp_path, monke
     (cache / "electronics" / "electronics_train.csv").write_bytes(good + b"1\t1\t1\n")
     with pytest.raises(ChecksumError, match=f"delete {record}"):
         load_dataset("electronics", cache=cache)
+
+
+def test_data_path_one_level_too_high_says_where_the_files_are(tmp_path):
+    (tmp_path / "ml-100k").mkdir()
+    official_100k(tmp_path / "ml-100k")
+    with pytest.raises(DataError, match=f"u.data: expected the file to exist; it is in "
+                                        f"{tmp_path / 'ml-100k'}: pass that folder"):
+        load_dataset("ml-100k", path=tmp_path)

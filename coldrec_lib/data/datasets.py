@@ -92,7 +92,7 @@ def read_table(path: Path, sep: str, columns: list[str], header: bool = False,
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(path, None, "the file to exist")
+        raise DataError(path, None, "the file to exist" + _look_nearby(path))
     if path.stat().st_size == 0:
         raise DataError(path, None, "a non-empty file")
     with open(path, "rb") as f:
@@ -151,6 +151,17 @@ def _ids_are_integers(df: pd.DataFrame, path: Path, columns=("user", "item"),
             raise DataError(path, col, f"an integer id; line {row + 1 + header} has {values.iloc[row]!r}")
         df[col] = values.astype(np.int64)
     return df
+
+
+def _look_nearby(path: Path) -> str:
+    """Where a missing file is instead: a folder one level down (the archive's top folder)."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f" (the folder {folder} does not exist)"
+    nested = sorted(folder.glob(f"*/{path.name}"))
+    if nested:
+        return f"; it is in {nested[0].parent}: pass that folder (--data-path {nested[0].parent})"
+    return f"; the folder has {sorted(p.name for p in folder.iterdir())[:8] or 'nothing'}"
 
 
 RATING_COLUMNS = ["user", "item", "rating", "timestamp"]
