@@ -123,7 +123,7 @@ class FastDropout(nn.Module):
     """`nn.Dropout` with a cheaper mask: four 16-bit uniform integers from every 64-bit draw
     (``random_`` over the whole int64 range), kept where they are at least a threshold. Drawing the
     mask was a quarter of MetaTL's training step with ``bernoulli_`` and still an eighth with
-    ``torch.rand`` (one float per element), measured with ``benchmarks/metatl.py``. Same
+    ``torch.rand`` (one float per element; ``torch.profiler`` on one thread). Same
     semantics: zero with probability ``p`` (rounded to a multiple of 2^-16; 0.5 is exact), scale
     the rest by ``1 / (1 - p)``; identity in eval mode."""
 
