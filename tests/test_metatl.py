@@ -252,7 +252,12 @@ def test_command_line_run_writes_every_model_and_k(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     at_k3 = {(r["model"], r["protocol"]): r["MRR"] for r in rows if r["K"] == 3}
     assert set(at_k3) == {(m, p) for m in ("Popularity", "SASRec", "MetaTL w/o inner step",
-                                           "MetaTL") for p in ("full", "sampled-100")}
+                                           "MetaTL", "MetaTL, beta=0 at test")
+                          for p in ("full", "sampled-100")}
     assert {r["K"] for r in rows if r["model"] == "MetaTL"} == {2, 3, 4, 5}
     for protocol in ("full", "sampled-100"):
         assert at_k3["MetaTL", protocol] > at_k3["Popularity", protocol]
+    metatl = next(r for r in rows if r["K"] == 3 and r["model"] == "MetaTL")
+    assert 1 <= metatl["best epoch"] <= 15 and metatl["step norm"] > 0  # the step moved users
+    assert metatl["MRR diff vs ablation"] == pytest.approx(
+        at_k3["MetaTL", "full"] - at_k3["MetaTL w/o inner step", "full"], abs=1e-6)

@@ -6,7 +6,7 @@ its inner step (ablation) and MetaTL. Model selection on the validation new user
 MRR, early stopping); test results under 100 sampled negatives (the paper's protocol) and full
 catalogue ranking; MetaTL is also trained and tested for every K of ``k_values``.
 
-    python -m coldrec_lib run metatl --dataset ml-100k --data-path ../shared/data/ml-100k --preset full
+    python -m coldrec_lib run metatl --dataset ml-100k --preset full
 """
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ PAPER = {"MRR": 0.336, "NDCG@5": 0.341, "NDCG@10": 0.383, "HR@1": 0.214, "HR@5":
 PROTOCOLS = {"sampled-100": SampledRanking(n_negatives=100, seed=0, ks=(1, 5, 10)),
              "full": FullRanking(ks=(1, 5, 10, 20))}
 SELECTION = ("sampled-100", "MRR")  # validation protocol and metric for model selection
+ABLATION = "MetaTL w/o inner step"     # trained without the inner step
+NO_TEST_STEP = "MetaTL, beta=0 at test"  # trained with it, scored without it
 
 
 def paired_difference(a: EvalResult, b: EvalResult, metric: str = "MRR") -> tuple[float, float]:
@@ -116,6 +118,31 @@ def train_sasrec(split: ColdStartSplit, k: int, config: SASRecConfig, generator:
     return model, history
 
 
+def inner_step_sizes(model: MetaTL, eval_set, device=None) -> dict[str, float]:
+    """How far the inner step moves a user (`01_metatl`, section 6): mean L2 norms, over the users
+    of ``eval_set`` (their history is the support), of the item embeddings, of the transition
+    vector ``r`` and of the step ``r' - r``."""
+    history = eval_set.batch(torch.arange(len(eval_set))).history.to(device or "cpu")
+    model.eval()
+    with torch.no_grad():
+        relation, adapted = model.relations(history, model.eval_support_negatives(history))
+    return {"item norm": model.items.weight[1:].norm(dim=1).mean().item(),
+            "r norm": relation.norm(dim=1).mean().item(),
+            "step norm": (adapted - relation).norm(dim=1).mean().item()}
+
+
+def without_test_step(model: MetaTL) -> MetaTL:
+    """The trained MetaTL with beta = 0 at test time: the same weights, no inner step."""
+    probe = MetaTL(model.n_items, replace(model.config, beta=0.0))
+    probe.load_state_dict(model.state_dict())
+    return probe.to(model.items.weight.device)
+
+
+def selection(history: FitResult) -> dict[str, float]:
+    """The epoch `fit` kept and its validation value, as extra columns of a results row."""
+    return {"best epoch": history.best_epoch, f"valid {SELECTION[1]}": history.best_value}
+
+
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
@@ -125,7 +152,13 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
 
 def _run(dataset, config, preset, seed, data_path, progress, device,
          checkpoint_dir=None) -> ResultsTable:
-    generator = seed_everything(seed)
+    """Rows: every model at K under both protocols (with its best epoch and validation MRR), the
+    trained MetaTL with beta = 0 at test time, MetaTL's inner-step sizes and its paired MRR
+    differences against the ablation and the beta = 0 probe, then popularity and MetaTL at the
+    other K (the targets change with K: item K+1). Every trained model draws from its own
+    seeded generator, so a run resumed with some models loaded from checkpoints trains the others
+    exactly as an uninterrupted run does."""
+    seed_everything(seed)
     with phase(f"data: {dataset}", progress):
         data = get_data(dataset, data_path, seed, **config["synthetic"])
         split = make_split(data, config["new_user_fraction"], config["valid_fraction"], seed)
@@ -135,24 +168,39 @@ def _run(dataset, config, preset, seed, data_path, progress, device,
                  patience=config["patience"], device=device, progress=progress,
                  checkpoints=checkpoints)
 
-    models = {"Popularity": Popularity(split.train, split.n_items).to(device)}
-    models["SASRec"], _ = train_sasrec(split, k, config["sasrec"], generator,
-                                       config["sasrec_epochs"], config["patience"], device,
-                                       progress, checkpoints)
-    models["MetaTL w/o inner step"], _ = train_metatl(
-        split, k, replace(config["metatl"], inner_step=False), generator, desc="ablation", **train)
+    models, extra = {"Popularity": Popularity(split.train, split.n_items).to(device)}, {}
+    models["SASRec"], fitted = train_sasrec(split, k, config["sasrec"],
+                                            seed_everything(100 * seed),
+                                            config["sasrec_epochs"], config["patience"], device,
+                                            progress, checkpoints)
+    extra["SASRec"] = selection(fitted)
+    models[ABLATION], fitted = train_metatl(
+        split, k, replace(config["metatl"], inner_step=False), seed_everything(100 * seed + 1),
+        desc="ablation", **train)
+    extra[ABLATION] = selection(fitted)
 
     table = ResultsTable(f"MetaTL: new users seen through their first K={k} items ({split!r})",
                          data.name, preset)
     tests = make_evaluators(split, k, "test", device)
     for k_value in sorted(set(config["k_values"]) | {k}):
-        metatl, _ = train_metatl(split, k_value, config["metatl"], generator,
-                                 desc=f"MetaTL K={k_value}", **train)
+        metatl, fitted = train_metatl(split, k_value, config["metatl"],
+                                      seed_everything(100 * seed + 1 + k_value),
+                                      desc=f"MetaTL K={k_value}", **train)
         if k_value == k:
-            models["MetaTL"] = metatl
+            models["MetaTL"], extra["MetaTL"] = metatl, selection(fitted)
         else:
-            evaluate_models({"MetaTL": metatl}, make_evaluators(split, k_value, "test", device),
-                            table, progress=progress, K=k_value)
-    evaluate_models(models, tests, table, progress=progress, K=k)
+            evaluate_models({"Popularity": models["Popularity"], "MetaTL": metatl},
+                            make_evaluators(split, k_value, "test", device), table,
+                            {"MetaTL": selection(fitted)}, progress=progress, K=k_value)
+    models[NO_TEST_STEP] = without_test_step(models["MetaTL"])
+    extra["MetaTL"].update(inner_step_sizes(models["MetaTL"], tests["full"].eval_set, device))
+    results = evaluate_models(models, tests, progress=progress)
+    for (name, protocol), result in results.items():
+        row = dict(extra.get(name, {}))
+        if name == "MetaTL":
+            for other, label in ((ABLATION, "ablation"), (NO_TEST_STEP, "beta=0")):
+                difference, noise = paired_difference(result, results[other, protocol])
+                row[f"MRR diff vs {label}"], row[f"MRR diff vs {label} 2SE"] = difference, noise
+        table.add(result, protocol, K=k, **row)
     table.rows.sort(key=lambda row: (row["K"] != k, row["K"], row["protocol"]))
     return table
