@@ -59,8 +59,12 @@ def test_critic_features_and_target():
     assert torch.equal(features[:, 0], (x * mask).sum(1))
     assert torch.equal(features[:, 1], (x * (1 - mask)).sum(1))
     logits = actor(x, mask)[0]
-    nll = -(torch.log_softmax(logits, 1) * x * (1 - mask)).sum(1)
-    assert torch.allclose(features[:, 2], nll)
+    log_p = torch.log_softmax(logits, 1)
+    # by default the NLL covers the whole row, kept and held-out items (the authors' code)
+    assert torch.allclose(features[:, 2], -(log_p * x).sum(1))
+    held_out_only = critic_inputs(actor, x, mask, k=10, nll_items="held-out")[0]
+    assert torch.allclose(held_out_only[:, 2], -(log_p * x * (1 - mask)).sum(1))
+    assert torch.equal(held_out_only[:, :2], features[:, :2])
     ranking = logits.masked_fill(x * mask > 0, float("-inf"))
     assert torch.allclose(target, per_user_ndcg(ranking, x * (1 - mask) > 0, 10), atol=1e-6)
     assert not target.requires_grad and features.requires_grad
@@ -114,6 +118,7 @@ TINY = {"synthetic": dict(n_users=300, n_items=150), "n_valid": 40, "n_test": 40
         "min_rating": None,
         "ract": dict(actor=dict(hidden_dims=(32,), latent_dim=8, batch_size=50, anneal_steps=100),
                      critic=dict(hidden_dims=(16, 8), lr=1e-3), actor_epochs=4, critic_epochs=3,
+                     critic_min_epochs=2,
                      finetune_epochs=3, finetune_lr=1e-3, patience=10)}
 
 

@@ -29,7 +29,8 @@ PAPER_ML20M = {"Mult-DAE": (0.387, 0.524, 0.419), "Mult-VAE": (0.395, 0.537, 0.4
 
 _PAPER = dict(n_valid=10_000, n_test=10_000, min_rating=3.5,
               ract=dict(actor=dict(batch_size=500, anneal_steps=200_000), actor_epochs=100,
-                        critic_epochs=50, finetune_epochs=50, finetune_lr=2e-6, patience=20))
+                        critic_epochs=200, critic_min_epochs=50, finetune_epochs=50,
+                        finetune_lr=2e-6, patience=20))
 
 # Settings per preset and dataset ("*" = any dataset without its own entry). Small data gets
 # small batches and a KL schedule and fine-tuning rate scaled to its few updates per epoch.
@@ -39,24 +40,26 @@ PRESETS = {
                         ract=dict(actor=dict(hidden_dims=(200,), latent_dim=50, batch_size=100,
                                              anneal_steps=500),
                                   critic=dict(lr=1e-3), actor_epochs=80, critic_epochs=40,
-                                  finetune_epochs=15, finetune_lr=1e-4, patience=10))},
+                                  critic_min_epochs=20, finetune_epochs=15, finetune_lr=1e-4,
+                                  patience=10))},
     "full": {
         "ml-20m": _PAPER,
         "ml-1m": dict(n_valid=600, n_test=600, min_rating=3.5,
                       ract=dict(actor=dict(batch_size=100, anneal_steps=20_000),
-                                actor_epochs=200, critic_epochs=50, finetune_epochs=50,
-                                finetune_lr=1e-5, patience=20)),
+                                actor_epochs=200, critic_epochs=200, critic_min_epochs=50,
+                                finetune_epochs=50, finetune_lr=1e-5, patience=20)),
         "ml-100k": dict(n_valid=100, n_test=100, min_rating=3.5,
                         ract=dict(actor=dict(batch_size=100, anneal_steps=5_000),
-                                  critic=dict(lr=1e-3), actor_epochs=200, critic_epochs=100,
+                                  critic=dict(lr=1e-3), actor_epochs=200, critic_epochs=300,
+                                  critic_min_epochs=50,
                                   # chosen on validation NDCG@100 (seeds 0-2) among 1e-5,
                                   # 3e-5, 1e-4, 3e-4 (benchmarks/ract_stage3.py; 04_ract, 8)
                                   finetune_epochs=50, finetune_lr=3e-5, patience=20)),
         "*": dict(synthetic=dict(n_users=3000, n_items=1500), n_valid=300, n_test=300,
                   min_rating=None,
                   ract=dict(actor=dict(batch_size=100, anneal_steps=5_000), actor_epochs=100,
-                            critic_epochs=50, finetune_epochs=50, finetune_lr=3e-5,
-                            patience=15)),
+                            critic_epochs=200, critic_min_epochs=50, finetune_epochs=50,
+                            finetune_lr=3e-5, patience=15)),
     },
 }
 
@@ -125,7 +128,8 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     trainer = make_trainer(split, config, valid, seed, device, checkpoint_dir, progress)
     stage1 = trainer.run_stage(1)
     vae = copy.deepcopy(trainer.actor)
-    trainer.run_stage(2)
+    stage2 = trainer.run_stage(2)
+    critic = trainer.critic_valid.measure(trainer.actor, trainer.critic).metrics
     stage3 = trainer.run_stage(3)
 
     table = ResultsTable(f"RaCT: Mult-DAE vs Mult-VAE vs RaCT ({split.description}, seed "
@@ -135,5 +139,17 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     selection = {name: {"best epoch": result.best_epoch, "valid NDCG@100": result.best_value}
                  for name, result in (("Mult-DAE", dae_fit), ("Mult-VAE", stage1),
                                       ("RaCT", stage3))}
+    selection["RaCT"].update(stage_diagnostics(stage2, critic, stage3))
     evaluate_models(models, {"full": test}, table, selection)
     return table
+
+
+def stage_diagnostics(stage2: FitResult, critic: dict, stage3: FitResult) -> dict:
+    """Per-seed evidence that stages 2 and 3 trained: the critic after stage 2 (epochs, validation
+    R^2, the spread of its predictions against the true NDCG's) and how far stage 3 moved the
+    actor (relative weight change after its last epoch, and in the epoch it kept)."""
+    changes = dict(zip(*stage3.curve("actor change")))
+    return {"critic epochs": len(stage2.history), "critic R2": critic["critic R2"],
+            "critic std": critic["critic std"], "NDCG std": critic["NDCG std"],
+            "stage-3 epochs": max(changes), "actor change, last": changes[max(changes)],
+            "actor change, kept": changes[stage3.best_epoch]}
