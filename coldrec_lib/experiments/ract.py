@@ -94,7 +94,7 @@ def train_multdae(split: Split, config: RaCTConfig, valid: Evaluator, seed: int 
                                                    latent_dim=actor.latent_dim,
                                                    batch_size=actor.batch_size)).to(device)
     rows = UserRows(split.train, split.n_items).to(device)
-    optimizer = torch.optim.Adam(dae.parameters(), lr=dae.config.lr)
+    optimizer = torch.optim.Adam(dae.parameters(), lr=dae.config.lr, fused=True)
     result = fit(dae, optimizer, lambda epoch: user_batches(rows, actor.batch_size, generator),
                  valid, "NDCG@100", config.actor_epochs, config.patience, progress=progress,
                  desc="Mult-DAE")
@@ -102,8 +102,10 @@ def train_multdae(split: Split, config: RaCTConfig, valid: Evaluator, seed: int 
 
 
 def make_trainer(split: Split, config: RaCTConfig, valid: Evaluator, seed: int = 0,
-                 device=None, checkpoint_dir=None, progress: bool = False) -> RaCTTrainer:
-    """A fresh actor and critic (seeded) and the three-stage trainer around them."""
+                 device=None, checkpoint_dir=None, progress: bool = False,
+                 metric: str = "NDCG@100") -> RaCTTrainer:
+    """A fresh actor and critic (seeded) and the three-stage trainer around them, selecting
+    stages 1 and 3 on the validation ``metric``."""
     seed_everything(seed)
     actor = MultVAE(split.n_items, config.actor).to(device)
     critic = Critic(config.critic).to(device)
@@ -111,7 +113,7 @@ def make_trainer(split: Split, config: RaCTConfig, valid: Evaluator, seed: int =
     critic_valid = CriticValidation(split.valid, split.n_items, actor.keep_prob, seed=seed,
                                     device=device)
     return RaCTTrainer(actor, critic, config, rows, valid, critic_valid, seed=seed,
-                       checkpoint_dir=checkpoint_dir, progress=progress)
+                       checkpoint_dir=checkpoint_dir, progress=progress, metric=metric)
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,

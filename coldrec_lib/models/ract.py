@@ -305,12 +305,14 @@ class RaCTTrainer:
 
         desc = f"stage {stage}: {STAGES[stage]}"
         if stage == 1:
-            optimizer = torch.optim.Adam(self.actor.parameters(), lr=self.config.actor.lr)
+            optimizer = torch.optim.Adam(self.actor.parameters(), lr=self.config.actor.lr,
+                                         fused=True)
             result = fit(self.actor, optimizer, batches, self.valid, self.metric,
                          self.config.actor_epochs, self.config.patience, progress=self.progress,
                          desc=desc)
         elif stage == 2:  # to convergence: a plateau of the validation R^2, the last critic kept
-            optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.config.critic.lr)
+            optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.config.critic.lr,
+                                         fused=True)
             result = fit(CriticPretraining(self.actor, self.critic), optimizer, batches,
                          self.critic_valid, "critic R2", self.config.critic_epochs,
                          self.config.patience, progress=self.progress, desc=desc,
@@ -330,7 +332,7 @@ class RaCTTrainer:
     def _actor_critic(self, batches, desc: str) -> FitResult:
         optimizer = torch.optim.Adam([
             {"params": self.actor.parameters(), "lr": self.config.finetune_lr},
-            {"params": self.critic.parameters(), "lr": self.config.critic.lr}])
+            {"params": self.critic.parameters(), "lr": self.config.critic.lr}], fused=True)
         model = ActorCriticTraining(self.actor, self.critic)
         start_value = self.valid.evaluate(self.actor).metrics[self.metric]
         start_state = copy.deepcopy(model.state_dict())
