@@ -230,7 +230,8 @@ class RaCTConfig:
     critic: CriticConfig = field(default_factory=CriticConfig)
     actor_epochs: int = 100     # stage 1
     critic_epochs: int = 200    # stage 2: at most ...
-    critic_min_epochs: int = 50  # ... and at least (the authors train it 50 epochs)
+    critic_min_epochs: int = 50  # ... and at least this many (or all, if fewer: the authors
+                                 # train it 50 epochs)
     critic_min_delta: float = 0.002  # a rise in validation R^2 below this is no improvement
     finetune_epochs: int = 50   # stage 3
     finetune_lr: float = 2e-6   # the actor's learning rate in stage 3 (the critic keeps its own)
@@ -241,8 +242,8 @@ class RaCTConfig:
             self.actor = MultVAEConfig(**self.actor)
         if isinstance(self.critic, dict):
             self.critic = CriticConfig(**self.critic)
-        if not 0 < self.critic_min_epochs <= self.critic_epochs:
-            raise ValueError(f"need 0 < critic_min_epochs <= critic_epochs; got "
+        if self.critic_min_epochs < 1 or self.critic_epochs < 1:
+            raise ValueError(f"critic_min_epochs and critic_epochs must be >= 1; got "
                              f"{self.critic_min_epochs} and {self.critic_epochs}")
 
 
@@ -319,7 +320,8 @@ class RaCTTrainer:
             result = fit(CriticPretraining(self.actor, self.critic), optimizer, batches,
                          self.critic_valid, "critic R2", self.config.critic_epochs,
                          self.config.patience, progress=self.progress, desc=desc,
-                         min_epochs=self.config.critic_min_epochs,
+                         min_epochs=min(self.config.critic_min_epochs,
+                                        self.config.critic_epochs),
                          min_delta=self.config.critic_min_delta, keep_best=False)
             self.critic.freeze_feature_statistics()
         else:
