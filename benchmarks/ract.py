@@ -1,5 +1,13 @@
-"""RaCT benchmark: seconds per epoch of each training stage, and the batched NDCG@100 target
-(`coldrec_lib.metrics.top_k_ndcg`) against a per-user Python loop, measured in one run.
+"""RaCT benchmark: seconds per epoch of each training stage, their achieved GFLOP/s as a fraction
+of `torch.matmul`'s peak on the same matrix shapes (measured in the same run), and the batched
+NDCG@100 target (`coldrec_lib.metrics.top_k_ndcg`) against a per-user Python loop.
+
+FLOPs counted: the actor's matrix multiplies of one training step, 2*m*k*n each: forward,
+weight gradients, and input gradients of every layer but the first (its input is data). Stage 3
+runs the same ones (the critic's gradient reaches the actor through the NLL, so the whole actor
+is differentiated); the critic's own 3 -> 100 -> 100 -> 10 -> 1 layers are under 0.1 % and not
+counted. Everything else an epoch does (input masks, softmax, the NDCG@100 target's top-k, Adam)
+is the gap between the achieved rate and the peak.
 
     python benchmarks/ract.py                       # ML-100K from ../shared/data if present
     python benchmarks/ract.py --dataset synthetic   # no data needed
@@ -57,10 +65,54 @@ def time_ndcg_target(n_users: int, n_items: int, repeats: int, seed: int = 0) ->
             "ndcg_target_loop_ms": 1e3 * loop_s, "ndcg_target_speedup": loop_s / batched_s}
 
 
+def actor_gemms(actor, batch_size: int) -> list[tuple[int, int, int]]:
+    """``(m, k, n)`` of every matrix multiply in one training step of the actor on a batch."""
+    layers = [(layer.in_features, layer.out_features) for layer in (*actor.encoder,
+                                                                      *actor.decoder)]
+    shapes = []
+    for i, (fan_in, fan_out) in enumerate(layers):
+        shapes.append((batch_size, fan_in, fan_out))       # forward: x @ W^T
+        shapes.append((fan_out, batch_size, fan_in))       # weight gradient: g^T @ x
+        if i > 0:
+            shapes.append((batch_size, fan_out, fan_in))   # input gradient: g @ W
+    return shapes
+
+
+def gemm_flops(shapes) -> float:
+    return float(sum(2 * m * k * n for m, k, n in shapes))
+
+
+def matmul_peak(shapes, seconds: float = 2.0) -> float:
+    """GFLOP/s of `torch.matmul` alone on exactly these shapes, run back to back (best of 5
+    rounds of about ``seconds / 5`` each)."""
+    generator = torch.Generator().manual_seed(0)
+    pairs = [(torch.randn(m, k, generator=generator), torch.randn(k, n, generator=generator))
+             for m, k, n in shapes]
+    flops = gemm_flops(shapes)
+
+    def one_pass():
+        for a, b in pairs:
+            torch.matmul(a, b)
+
+    one_pass()
+    start = time.perf_counter()
+    one_pass()
+    repeats = max(1, int(seconds / 5 / max(time.perf_counter() - start, 1e-6)))
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            one_pass()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return flops / best / 1e9
+
+
 def time_stages(dataset: str, data_path, epochs: int, seed: int = 0) -> dict:
     settings = experiment.settings_for(dataset, "full")
     settings["ract"].update(actor_epochs=epochs, critic_epochs=epochs, finetune_epochs=epochs,
                             patience=epochs)
+    if "critic_min_epochs" in settings["ract"]:
+        settings["ract"]["critic_min_epochs"] = epochs
     config = experiment.ract_config(settings)
     _, split = experiment.load_split(dataset, settings, seed, data_path)
     valid = Evaluator(split.valid, experiment.PROTOCOL, split.n_items)
@@ -73,6 +125,17 @@ def time_stages(dataset: str, data_path, epochs: int, seed: int = 0) -> dict:
     start = time.perf_counter()
     valid.evaluate(trainer.actor)
     figures["valid_eval_s"] = time.perf_counter() - start
+
+    batch, users = config.actor.batch_size, len(trainer.train_rows)
+    sizes = [batch] * (users // batch) + ([users % batch] if users % batch else [])
+    epoch_flops = sum(gemm_flops(actor_gemms(trainer.actor, b)) for b in sizes)
+    figures["epoch_gflop"] = epoch_flops / 1e9
+    figures["matmul_peak_gflops"] = matmul_peak(actor_gemms(trainer.actor, batch))
+    for stage in (1, 3):
+        achieved = epoch_flops / figures[f"stage{stage}_epoch_s"] / 1e9
+        figures[f"stage{stage}_gflops"] = achieved
+        figures[f"stage{stage}_fraction_of_peak"] = achieved / figures["matmul_peak_gflops"]
+    figures["fraction_of_peak"] = figures["stage1_fraction_of_peak"]
     return figures
 
 
@@ -96,6 +159,11 @@ def main() -> None:
               f"({figures['train_users']:,} users x {figures['n_items']:,} items, batch "
               f"{figures['batch_size']})")
     print(f"validation pass: {figures['valid_eval_s']:.3f} s")
+    print(f"actor matrix multiplies: {figures['epoch_gflop']:.2f} GFLOP per epoch; torch.matmul "
+          f"peak on the same shapes: {figures['matmul_peak_gflops']:.1f} GFLOP/s")
+    for stage in (1, 3):
+        print(f"stage {stage}: {figures[f'stage{stage}_gflops']:.1f} GFLOP/s achieved = "
+              f"{figures[f'stage{stage}_fraction_of_peak']:.0%} of that peak")
     figures.update(time_ndcg_target(args.ndcg_users, args.ndcg_items, repeats=5))
     print(f"NDCG@100 target on {args.ndcg_users} x {args.ndcg_items:,}: batched "
           f"{figures['ndcg_target_batched_ms']:.1f} ms, per-user loop "

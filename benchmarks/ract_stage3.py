@@ -42,8 +42,9 @@ class ValidAndTest:
 
 
 def stage3_curve(dataset: str, data_path: str | None, seed: int,
-                 finetune_lr: float | None) -> list[tuple[float, float]]:
-    """(valid, test) NDCG@100 before stage 3 (index 0) and after each of its epochs."""
+                 finetune_lr: float | None) -> tuple[list[tuple[float, float]], dict]:
+    """(valid, test) NDCG@100 before stage 3 (index 0) and after each of its epochs, and the
+    per-seed evidence that stages 2 and 3 trained (`experiments.ract.stage_diagnostics`)."""
     settings = experiment.settings_for(dataset, "full")
     if finetune_lr is not None:
         settings["ract"]["finetune_lr"] = finetune_lr
@@ -53,12 +54,13 @@ def stage3_curve(dataset: str, data_path: str | None, seed: int,
     test = Evaluator(split.test, experiment.PROTOCOL, split.n_items)
     trainer = experiment.make_trainer(split, config, valid, seed)
     trainer.run_stage(1)
-    trainer.run_stage(2)
+    stage2 = trainer.run_stage(2)
+    critic = trainer.critic_valid.measure(trainer.actor, trainer.critic).metrics
     recorder = ValidAndTest(valid, test)
     trainer.valid = recorder
     trainer.config.patience = config.finetune_epochs + 1  # every epoch, no early stop
-    trainer.run_stage(3)
-    return recorder.curve
+    stage3 = trainer.run_stage(3)
+    return recorder.curve, experiment.stage_diagnostics(stage2, critic, stage3)
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
@@ -78,15 +80,25 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    curves = [stage3_curve(args.dataset, args.data_path, seed, args.finetune_lr)
-              for seed in args.seeds]
+    runs = [stage3_curve(args.dataset, args.data_path, seed, args.finetune_lr)
+            for seed in args.seeds]
+    curves = [curve for curve, _ in runs]
     lr = args.finetune_lr or experiment.settings_for(args.dataset, "full")["ract"]["finetune_lr"]
     print(f"{args.dataset}, full preset, stage-3 actor lr {lr:g}, seeds {args.seeds}; "
           f"{describe_machine()}")
-    print("gain in NDCG@100 over the stage-1 actor after each stage-3 epoch "
-          "(mean ± standard error over seeds)")
     figures = {"benchmark": "ract_stage3", "dataset": args.dataset, "finetune_lr": lr,
                "seeds": args.seeds}
+    print("did stages 2 and 3 train? per seed: critic epochs, validation R² of the critic after "
+          "stage 2, std of its predictions vs the true NDCG@100's, relative change of the "
+          "actor's weights after the last stage-3 epoch")
+    for seed, (_, d) in zip(args.seeds, runs):
+        print(f"  seed {seed}: {d['critic epochs']} epochs, R² {d['critic R2']:.3f}, std "
+              f"{d['critic std']:.3f} vs {d['NDCG std']:.3f}, actor moved "
+              f"{d['actor change, last']:.4f}")
+    figures["critic_R2"] = [round(d["critic R2"], 4) for _, d in runs]
+    figures["actor_change_last"] = [round(d["actor change, last"], 5) for _, d in runs]
+    print("gain in NDCG@100 over the stage-1 actor after each stage-3 epoch "
+          "(mean ± standard error over seeds)")
     for epoch in REPORTED_EPOCHS:
         if epoch >= len(curves[0]):
             break

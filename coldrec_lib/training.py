@@ -185,12 +185,15 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         max_epochs: int = 10, patience: int = 3, eval_every: int = 1,
         checkpoint: str | os.PathLike | None = None, grad_clip: float | None = None,
         scheduler=None, progress: bool = True, desc: str = "train",
-        identity: str | None = None) -> FitResult:
+        identity: str | None = None, min_epochs: int = 0, min_delta: float = 0.0,
+        keep_best: bool = True) -> FitResult:
     """Train ``model`` by ``model.loss(batch)`` over ``train_batches(epoch)``.
 
     Every ``eval_every`` epochs the ``evaluator`` measures ``metric`` on validation data; training
-    stops after ``patience`` evaluations without improvement, and the best weights are restored
-    (and written to ``checkpoint`` when given). Without an evaluator the last epoch is kept.
+    stops after ``patience`` evaluations without an improvement of more than ``min_delta`` (never
+    before ``min_epochs``: a plateau rule), and the best weights are restored (and written to
+    ``checkpoint`` when given). With ``keep_best=False``, or without an evaluator, the last epoch
+    is kept (and reported as the result).
     With ``identity`` too (`Checkpoints`), a finished checkpoint of that identity is loaded
     instead of training, and one of another identity is an error.
     """
@@ -218,7 +221,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if evaluator is not None and (epoch % eval_every == 0 or epoch == max_epochs):
             value = evaluator.evaluate(model).metrics[metric]
             row[f"valid {metric}"] = value
-            if value > best_value:
+            if value > best_value + min_delta:
                 best_value, best_epoch, stale = value, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
                 if checkpoint is not None:
@@ -228,12 +231,13 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 stale += 1
         history.append(row)
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-        if evaluator is not None and stale >= patience:
+        if evaluator is not None and stale >= patience and epoch >= min_epochs:
             break
-    if best_state is not None:
+    if best_state is not None and keep_best:
         model.load_state_dict(best_state)
-    else:
-        best_epoch = history[-1]["epoch"] if history else 0
+    elif history:
+        best_epoch = history[-1]["epoch"]
+        best_value = history[-1].get(f"valid {metric}", best_value)
     result = FitResult(best_epoch, best_value, history)
     if checkpoint is not None:
         save_checkpoint({"model": model.state_dict(), "epoch": best_epoch, "value": best_value,

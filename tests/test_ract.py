@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from coldrec_lib.evaluation import Evaluator
+from coldrec_lib.evaluation import EvalResult, Evaluator
 from coldrec_lib.experiments import ract as experiment
 from coldrec_lib.metrics import ranking_metrics, top_k_ndcg
 from coldrec_lib.models.multvae import MultVAE, MultVAEConfig
@@ -59,8 +59,12 @@ def test_critic_features_and_target():
     assert torch.equal(features[:, 0], (x * mask).sum(1))
     assert torch.equal(features[:, 1], (x * (1 - mask)).sum(1))
     logits = actor(x, mask)[0]
-    nll = -(torch.log_softmax(logits, 1) * x * (1 - mask)).sum(1)
-    assert torch.allclose(features[:, 2], nll)
+    log_p = torch.log_softmax(logits, 1)
+    # by default the NLL covers the whole row, kept and held-out items (the authors' code)
+    assert torch.allclose(features[:, 2], -(log_p * x).sum(1))
+    held_out_only = critic_inputs(actor, x, mask, k=10, nll_items="held-out")[0]
+    assert torch.allclose(held_out_only[:, 2], -(log_p * x * (1 - mask)).sum(1))
+    assert torch.equal(held_out_only[:, :2], features[:, :2])
     ranking = logits.masked_fill(x * mask > 0, float("-inf"))
     assert torch.allclose(target, per_user_ndcg(ranking, x * (1 - mask) > 0, 10), atol=1e-6)
     assert not target.requires_grad and features.requires_grad
@@ -114,6 +118,7 @@ TINY = {"synthetic": dict(n_users=300, n_items=150), "n_valid": 40, "n_test": 40
         "min_rating": None,
         "ract": dict(actor=dict(hidden_dims=(32,), latent_dim=8, batch_size=50, anneal_steps=100),
                      critic=dict(hidden_dims=(16, 8), lr=1e-3), actor_epochs=4, critic_epochs=3,
+                     critic_min_epochs=2,
                      finetune_epochs=3, finetune_lr=1e-3, patience=10)}
 
 
@@ -159,3 +164,79 @@ def test_checkpoints_of_another_configuration_are_refused(tmp_path):
         tiny_trainer(tmp_path / "empty").run_stage(3)
     with pytest.raises(ValueError, match="stage must be one of"):
         tiny_trainer(None).run_stage(4)
+
+
+def test_critic_batchnorm_statistics_are_the_cumulative_average_of_the_stage():
+    """Not an exponential average: every stage-2 batch counts the same, the first as the last."""
+    generator = torch.Generator().manual_seed(0)
+    critic = Critic().train()
+    batches = [torch.randn(n, 3, generator=generator) * scale + shift
+               for n, scale, shift in ((50, 1.0, 0.0), (30, 4.0, 10.0), (70, 0.5, -3.0),
+                                       (40, 2.0, 5.0))]
+    for batch in batches:
+        critic(batch)
+    assert torch.allclose(critic.norm.running_mean,
+                          torch.stack([b.mean(0) for b in batches]).mean(0), atol=1e-5)
+    assert torch.allclose(critic.norm.running_var,
+                          torch.stack([b.var(0) for b in batches]).mean(0), atol=1e-4)
+    critic.eval()  # validation normalises with those statistics
+    x = batches[0][:5]
+    expected = (x - critic.norm.running_mean) / (critic.norm.running_var + critic.norm.eps).sqrt()
+    h = expected * critic.norm.weight + critic.norm.bias
+    for layer in critic.layers[:-1]:
+        h = torch.relu(layer(h))
+    assert torch.allclose(critic(x), torch.sigmoid(critic.layers[-1](h)).squeeze(1), atol=1e-6)
+
+
+class ScriptedCriticValidation:
+    """Stands in for `CriticValidation`: returns a fixed sequence of R^2 values and records the
+    critic's weights at every evaluation."""
+
+    def __init__(self, values):
+        self.values, self.states = list(values), []
+
+    def evaluate(self, model):
+        self.states.append({k: v.clone() for k, v in model.critic.state_dict().items()})
+        return EvalResult("critic", "scripted", "valid", 1,
+                          {"critic R2": self.values[len(self.states) - 1]}, {})
+
+
+def test_stage2_trains_past_a_negative_start_to_a_plateau_and_keeps_the_last_critic(tmp_path):
+    """Seeds 1 and 3 of the old ML-100K reference: R^2 negative (and falling) in the first epochs
+    made early stopping keep epoch 1, a near-constant critic. Stage 2 now trains at least
+    ``critic_min_epochs`` and stops only once R^2 has plateaued, keeping the last critic."""
+    r2 = [-0.2, -0.3, -0.4, -0.5, -0.3, 0.1, 0.3, 0.4, 0.41, 0.411, 0.41, 0.409] + [0.0] * 20
+    settings = {**TINY["ract"], "critic_epochs": 30, "critic_min_epochs": 8, "patience": 3,
+                "critic_min_delta": 0.002}
+    trainer = tiny_trainer(None)
+    trainer.config = RaCTConfig(**settings)
+    trainer.run_stage(1)
+    trainer.critic_valid = scripted = ScriptedCriticValidation(r2)
+    result = trainer.run_stage(2)
+    # epoch 9 is the last rise above 0.002; three epochs without one, past the minimum: stop
+    assert len(result.history) == 12 and result.best_epoch == 12
+    assert result.best_value == pytest.approx(0.409)
+    for key, value in trainer.critic.state_dict().items():
+        if key != "stats_frozen":
+            assert torch.equal(value, scripted.states[-1][key]), key
+    assert not torch.equal(trainer.critic.layers[0].weight, scripted.states[0]["layers.0.weight"])
+    assert bool(trainer.critic.stats_frozen)
+    with pytest.raises(ValueError, match="critic_min_epochs"):
+        RaCTConfig(critic_min_epochs=0)
+
+
+def test_selection_metric_is_a_parameter_and_stage3_records_how_far_the_actor_moved():
+    config = RaCTConfig(**TINY["ract"])
+    _, split = experiment.load_split("synthetic", TINY, seed=0)
+    valid = Evaluator(split.valid, experiment.PROTOCOL, split.n_items)
+    trainer = experiment.make_trainer(split, config, valid, 0, metric="Recall@20")
+    results = trainer.run()
+    for stage in (1, 3):
+        values = [row["valid Recall@20"] for row in results[stage].history]
+        assert results[stage].best_value == max(values)
+        assert not any("valid NDCG@100" in row for row in results[stage].history)
+    changes = [row["actor change"] for row in results[3].history]
+    assert changes[0] == 0 and all(c > 0 for c in changes[1:])  # stage 3 moved the actor
+    with pytest.raises(ValueError, match="selection metric"):
+        experiment.RaCTTrainer(trainer.actor, trainer.critic, config, trainer.train_rows, valid,
+                               trainer.critic_valid, metric="NDCG@7")

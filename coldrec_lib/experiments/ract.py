@@ -31,7 +31,8 @@ PAPER_ML20M = {"Mult-DAE": (0.387, 0.524, 0.419), "Mult-VAE": (0.395, 0.537, 0.4
 
 _PAPER = dict(n_valid=10_000, n_test=10_000, min_rating=3.5,
               ract=dict(actor=dict(batch_size=500, anneal_steps=200_000), actor_epochs=100,
-                        critic_epochs=50, finetune_epochs=50, finetune_lr=2e-6, patience=20))
+                        critic_epochs=200, critic_min_epochs=50, finetune_epochs=50,
+                        finetune_lr=2e-6, patience=20))
 
 # Settings per preset and dataset ("*" = any dataset without its own entry). Small data gets
 # small batches and a KL schedule and fine-tuning rate scaled to its few updates per epoch.
@@ -41,24 +42,26 @@ PRESETS = {
                         ract=dict(actor=dict(hidden_dims=(200,), latent_dim=50, batch_size=100,
                                              anneal_steps=500),
                                   critic=dict(lr=1e-3), actor_epochs=80, critic_epochs=40,
-                                  finetune_epochs=15, finetune_lr=1e-4, patience=10))},
+                                  critic_min_epochs=20, finetune_epochs=15, finetune_lr=1e-4,
+                                  patience=10))},
     "full": {
         "ml-20m": _PAPER,
         "ml-1m": dict(n_valid=600, n_test=600, min_rating=3.5,
                       ract=dict(actor=dict(batch_size=100, anneal_steps=20_000),
-                                actor_epochs=200, critic_epochs=50, finetune_epochs=50,
-                                finetune_lr=1e-5, patience=20)),
+                                actor_epochs=200, critic_epochs=200, critic_min_epochs=50,
+                                finetune_epochs=50, finetune_lr=1e-5, patience=20)),
         "ml-100k": dict(n_valid=100, n_test=100, min_rating=3.5,
                         ract=dict(actor=dict(batch_size=100, anneal_steps=5_000),
-                                  critic=dict(lr=1e-3), actor_epochs=200, critic_epochs=100,
+                                  critic=dict(lr=1e-3), actor_epochs=200, critic_epochs=300,
+                                  critic_min_epochs=50,
                                   # chosen on validation NDCG@100 (seeds 0-2) among 1e-5,
                                   # 3e-5, 1e-4, 3e-4 (benchmarks/ract_stage3.py; 04_ract, 8)
                                   finetune_epochs=50, finetune_lr=3e-5, patience=20)),
         "*": dict(synthetic=dict(n_users=3000, n_items=1500), n_valid=300, n_test=300,
                   min_rating=None,
                   ract=dict(actor=dict(batch_size=100, anneal_steps=5_000), actor_epochs=100,
-                            critic_epochs=50, finetune_epochs=50, finetune_lr=3e-5,
-                            patience=15)),
+                            critic_epochs=200, critic_min_epochs=50, finetune_epochs=50,
+                            finetune_lr=3e-5, patience=15)),
     },
 }
 
@@ -98,7 +101,7 @@ def train_multdae(split: Split, config: RaCTConfig, valid: Evaluator, seed: int 
                                                    latent_dim=actor.latent_dim,
                                                    batch_size=actor.batch_size)).to(device)
     rows = UserRows(split.train, split.n_items).to(device)
-    optimizer = torch.optim.Adam(dae.parameters(), lr=dae.config.lr)
+    optimizer = torch.optim.Adam(dae.parameters(), lr=dae.config.lr, fused=True)
     result = fit(dae, optimizer, lambda epoch: user_batches(rows, actor.batch_size, generator),
                  valid, "NDCG@100", config.actor_epochs, config.patience, progress=progress,
                  desc="Mult-DAE", **checkpoint_args(checkpoints, "Mult-DAE"))
@@ -106,8 +109,10 @@ def train_multdae(split: Split, config: RaCTConfig, valid: Evaluator, seed: int 
 
 
 def make_trainer(split: Split, config: RaCTConfig, valid: Evaluator, seed: int = 0,
-                 device=None, checkpoint_dir=None, progress: bool = False) -> RaCTTrainer:
-    """A fresh actor and critic (seeded) and the three-stage trainer around them."""
+                 device=None, checkpoint_dir=None, progress: bool = False,
+                 metric: str = "NDCG@100") -> RaCTTrainer:
+    """A fresh actor and critic (seeded) and the three-stage trainer around them, selecting
+    stages 1 and 3 on the validation ``metric``."""
     seed_everything(seed)
     actor = MultVAE(split.n_items, config.actor).to(device)
     critic = Critic(config.critic).to(device)
@@ -115,7 +120,7 @@ def make_trainer(split: Split, config: RaCTConfig, valid: Evaluator, seed: int =
     critic_valid = CriticValidation(split.valid, split.n_items, actor.keep_prob, seed=seed,
                                     device=device)
     return RaCTTrainer(actor, critic, config, rows, valid, critic_valid, seed=seed,
-                       checkpoint_dir=checkpoint_dir, progress=progress)
+                       checkpoint_dir=checkpoint_dir, progress=progress, metric=metric)
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
@@ -134,7 +139,8 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     trainer = make_trainer(split, config, valid, seed, device, checkpoint_dir, progress)
     stage1 = trainer.run_stage(1)
     vae = copy.deepcopy(trainer.actor)
-    trainer.run_stage(2)
+    stage2 = trainer.run_stage(2)
+    critic = trainer.critic_valid.measure(trainer.actor, trainer.critic).metrics
     stage3 = trainer.run_stage(3)
 
     table = ResultsTable(f"RaCT: Mult-DAE vs Mult-VAE vs RaCT ({split.description}, seed "
@@ -144,5 +150,17 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     selection = {name: {"best epoch": result.best_epoch, "valid NDCG@100": result.best_value}
                  for name, result in (("Mult-DAE", dae_fit), ("Mult-VAE", stage1),
                                       ("RaCT", stage3))}
+    selection["RaCT"].update(stage_diagnostics(stage2, critic, stage3))
     evaluate_models(models, {"full": test}, table, selection, progress)
     return table
+
+
+def stage_diagnostics(stage2: FitResult, critic: dict, stage3: FitResult) -> dict:
+    """Per-seed evidence that stages 2 and 3 trained: the critic after stage 2 (epochs, validation
+    R^2, the spread of its predictions against the true NDCG's) and how far stage 3 moved the
+    actor (relative weight change after its last epoch, and in the epoch it kept)."""
+    changes = dict(zip(*stage3.curve("actor change")))
+    return {"critic epochs": len(stage2.history), "critic R2": critic["critic R2"],
+            "critic std": critic["critic std"], "NDCG std": critic["NDCG std"],
+            "stage-3 epochs": max(changes), "actor change, last": changes[max(changes)],
+            "actor change, kept": changes[stage3.best_epoch]}

@@ -102,8 +102,9 @@ class MultVAE(Recommender):
         return 1.0 - self.config.input_dropout
 
     def draw_keep_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Bernoulli(keep_prob) per entry: 1 = the item stays in the input."""
-        return torch.bernoulli(torch.full_like(x, self.keep_prob))
+        """Bernoulli(keep_prob) per entry: 1 = the item stays in the input (``rand < keep_prob``,
+        a third of the time of ``torch.bernoulli`` on CPU)."""
+        return (torch.rand_like(x) < self.keep_prob).to(x.dtype)
 
     def normalised_input(self, x: torch.Tensor, keep_mask: torch.Tensor | None = None):
         """``normalise(x) * mask / keep_prob``: L2-normalise the user's row, then input dropout

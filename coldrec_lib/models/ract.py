@@ -6,20 +6,26 @@ Training rows are split by the actor's own input dropout: the kept items ``x * m
 the dropped ones ``x * (1 - m)`` are held out. For each user the critic reads three features
 (section 3.2 of the paper)
 
-    [ |kept items|,  |held-out items|,  NLL = -sum_{i held out} log softmax(f(z_u))_i ]
+    [ |kept items|,  |held-out items|,  NLL = -sum_i x_i log softmax(f(z_u))_i ]
 
 and regresses the NDCG@100 of the actor's ranking of the held-out items (kept items excluded).
-The features depend on the actor only through the NLL, so maximising the critic's output
-re-weights the likelihood gradient user by user.
+As in the authors' code (samlobel/RaCT_CF, ``utils/models.py``: ``actor_error_mask =
+batch_of_users``) the NLL runs over the user's whole row ``x``; ``CriticConfig(nll_items=
+"held-out")`` sums it over the held-out items only. The features depend on the actor only through
+the NLL, so maximising the critic's output re-weights the likelihood gradient user by user.
 
-Stages (`RaCTTrainer`), each keeping its best epoch on validation and writing a checkpoint:
+Stages (`RaCTTrainer`), each writing a checkpoint:
 
-1. actor pre-training on the annealed ELBO (selected by validation NDCG@100);
-2. critic pre-training on the frozen actor, MSE to the true NDCG (selected by validation R^2);
-   its BatchNorm statistics are frozen at the end;
+1. actor pre-training on the annealed ELBO (best epoch on the validation ``metric``,
+   NDCG@100 by default);
+2. critic pre-training on the frozen actor, MSE to the true NDCG, trained to convergence: at
+   least ``critic_min_epochs`` epochs, then until its validation R^2 has not risen by more than
+   ``critic_min_delta`` for ``patience`` epochs; the last critic is kept (as the authors, who train
+   it a fixed 50 epochs). Its BatchNorm statistics are the cumulative average over the stage's
+   batches, frozen at its end;
 3. actor-critic: the actor maximises the critic's output (no KL), while the critic keeps
-   training on its MSE in the same step (selected by validation NDCG@100; the stage-2 weights
-   are kept when no epoch beats them).
+   training on its MSE in the same step (best epoch on the validation ``metric``; the stage-2
+   weights are kept when no epoch beats them).
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ from ..training import (FitResult, fingerprint, fit, load_checkpoint, save_check
 from .multvae import (MultVAE, MultVAEConfig, UserRows, binary_rows, multinomial_nll,
                       user_batches, weight_penalty)
 
-FEATURES = ("items in input", "held-out items", "actor NLL of held-out items")
+FEATURES = ("items in input", "held-out items", "actor NLL")
+NLL_ITEMS = ("all", "held-out")  # the items the NLL feature sums over
 
 
 # ---------------------------------------------------------------------- critic
@@ -50,20 +57,25 @@ class CriticConfig:
     lr: float = 1e-4
     l2: float = 1e-6  # weight of sum(W^2) over the critic's weight matrices
     k: int = 100      # the critic learns NDCG@k
+    nll_items: str = "all"  # NLL feature over the whole row (authors) or the held-out items only
 
     def __post_init__(self):
+        if self.nll_items not in NLL_ITEMS:
+            raise ValueError(f"nll_items must be one of {NLL_ITEMS}; got {self.nll_items!r}")
         self.hidden_dims = tuple(self.hidden_dims)
 
 
 class Critic(nn.Module):
     """BatchNorm over the three features, then an MLP ``3 -> 100 -> 100 -> 10 -> 1`` (ReLU) and
-    a sigmoid: a predicted NDCG in (0, 1). After `freeze_feature_statistics` the BatchNorm uses
-    its running mean and variance, and no longer updates them, even in training mode."""
+    a sigmoid: a predicted NDCG in (0, 1). The BatchNorm's running mean and variance are the
+    cumulative average over all training batches (``momentum=None``), not an exponential one.
+    After `freeze_feature_statistics` it uses them, and no longer updates them, even in training
+    mode."""
 
     def __init__(self, config: CriticConfig = CriticConfig()):
         super().__init__()
         self.config = config
-        self.norm = nn.BatchNorm1d(len(FEATURES))
+        self.norm = nn.BatchNorm1d(len(FEATURES), momentum=None)
         dims = (len(FEATURES), *config.hidden_dims, 1)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.register_buffer("stats_frozen", torch.zeros((), dtype=torch.bool))
@@ -76,21 +88,26 @@ class Critic(nn.Module):
             raise ValueError(f"the critic expects features [B, {len(FEATURES)}] "
                              f"({', '.join(FEATURES)}); got {tuple(features.shape)}")
         norm = self.norm
-        h = F.batch_norm(features, norm.running_mean, norm.running_var, norm.weight, norm.bias,
-                         training=self.training and not bool(self.stats_frozen),
-                         momentum=norm.momentum, eps=norm.eps)
+        if self.training and not bool(self.stats_frozen):
+            h = norm(features)  # batch statistics; the running ones accumulate
+        else:
+            h = F.batch_norm(features, norm.running_mean, norm.running_var, norm.weight,
+                             norm.bias, training=False, eps=norm.eps)
         for layer in self.layers[:-1]:
             h = F.relu(layer(h))
         return torch.sigmoid(self.layers[-1](h)).squeeze(1)
 
 
-def critic_inputs(actor: MultVAE, x: torch.Tensor, keep_mask: torch.Tensor, k: int = 100):
+def critic_inputs(actor: MultVAE, x: torch.Tensor, keep_mask: torch.Tensor, k: int = 100,
+                  nll_items: str = "all"):
     """The critic's features ``[B, 3]`` and its target, NDCG@k of the actor's ranking of the
-    held-out items ``[B]`` (batched in torch, no gradient). Gradient reaches the actor through
-    the NLL feature only."""
+    held-out items ``[B]`` (batched in torch, no gradient). The NLL runs over the whole row
+    (``nll_items="all"``, the authors' code) or the held-out items. Gradient reaches the actor
+    through the NLL feature only."""
     kept, held_out = x * keep_mask, x * (1 - keep_mask)
     logits = actor(x, keep_mask)[0]
-    features = torch.stack([kept.sum(1), held_out.sum(1), multinomial_nll(logits, held_out)], 1)
+    nll = multinomial_nll(logits, x if nll_items == "all" else held_out)
+    features = torch.stack([kept.sum(1), held_out.sum(1), nll], 1)
     with torch.no_grad():
         ranking = logits.detach().masked_fill(kept > 0, float("-inf"))
         target = top_k_ndcg(ranking, held_out > 0, k)
@@ -113,7 +130,7 @@ class CriticPretraining(nn.Module):
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             features, target = critic_inputs(self.actor, x, self.actor.draw_keep_mask(x),
-                                             self.critic.config.k)
+                                             self.critic.config.k, self.critic.config.nll_items)
         return critic_loss(self.critic, features, target)
 
 
@@ -128,7 +145,7 @@ class ActorCriticTraining(nn.Module):
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         features, target = critic_inputs(self.actor, x, self.actor.draw_keep_mask(x),
-                                         self.critic.config.k)
+                                         self.critic.config.k, self.critic.config.nll_items)
         constant = {name: t.detach() for name, t in
                     (*self.critic.named_parameters(), *self.critic.named_buffers())}
         actor_objective = -functional_call(self.critic, constant, (features,)).mean()
@@ -168,7 +185,7 @@ class CriticValidation:
             for rows in torch.arange(len(self.x)).split(self.batch_size):
                 features, target = critic_inputs(actor, self.x[rows].to(device).float(),
                                                  self.keep_mask[rows].to(device).float(),
-                                                 critic.config.k)
+                                                 critic.config.k, critic.config.nll_items)
                 parts.append((features, target, critic(features)))
             features, target, predicted = (torch.cat(t) for t in zip(*parts))
         mse = float(F.mse_loss(predicted, target))
@@ -176,7 +193,9 @@ class CriticValidation:
         pearson = float(torch.corrcoef(torch.stack([predicted, target]))[0, 1])
         k = critic.config.k
         return EvalResult("critic", self.protocol, self.name, len(target),
-                          {"critic R2": r2, "critic MSE": mse, "critic Pearson": pearson},
+                          {"critic R2": r2, "critic MSE": mse, "critic Pearson": pearson,
+                           # a critic that predicts a near-constant has a tiny std
+                           "critic std": float(predicted.std()), "NDCG std": float(target.std())},
                           {"predicted NDCG": predicted.cpu(), f"NDCG@{k}": target.cpu(),
                            "features": features.cpu()})
 
@@ -185,13 +204,35 @@ class CriticValidation:
         return self.measure(model.actor, model.critic)
 
 
+class ActorChange:
+    """Validation for stage 3 that also records, at every evaluation, how far the actor has moved
+    since the stage began: ``||theta - theta_0|| / ||theta_0||`` over all its parameters (a
+    per-seed check that stage 3 trained at all)."""
+
+    def __init__(self, valid, actor: MultVAE):
+        self.valid, self.actor, self.protocol = valid, actor, valid.protocol
+        self.start = [p.detach().clone() for p in actor.parameters()]
+        self.changes: list[float] = []
+
+    @torch.no_grad()
+    def evaluate(self, model) -> EvalResult:
+        moved = sum(float((p - p0).pow(2).sum()) for p, p0 in zip(self.actor.parameters(),
+                                                                  self.start))
+        size = sum(float(p0.pow(2).sum()) for p0 in self.start)
+        self.changes.append((moved / size) ** 0.5)
+        return self.valid.evaluate(model)
+
+
 # ---------------------------------------------------------------------- the pipeline
 @dataclass
 class RaCTConfig:
     actor: MultVAEConfig = field(default_factory=MultVAEConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     actor_epochs: int = 100     # stage 1
-    critic_epochs: int = 50     # stage 2
+    critic_epochs: int = 200    # stage 2: at most ...
+    critic_min_epochs: int = 50  # ... and at least this many (or all, if fewer: the authors
+                                 # train it 50 epochs)
+    critic_min_delta: float = 0.002  # a rise in validation R^2 below this is no improvement
     finetune_epochs: int = 50   # stage 3
     finetune_lr: float = 2e-6   # the actor's learning rate in stage 3 (the critic keeps its own)
     patience: int = 10          # evaluations without improvement before a stage stops
@@ -201,12 +242,16 @@ class RaCTConfig:
             self.actor = MultVAEConfig(**self.actor)
         if isinstance(self.critic, dict):
             self.critic = CriticConfig(**self.critic)
+        if self.critic_min_epochs < 1 or self.critic_epochs < 1:
+            raise ValueError(f"critic_min_epochs and critic_epochs must be >= 1; got "
+                             f"{self.critic_min_epochs} and {self.critic_epochs}")
 
 
 STAGES = {1: "actor pre-training (ELBO)", 2: "critic pre-training", 3: "actor-critic"}
 # The settings each stage reads: a checkpoint of stage k is reused when these agree for stages
 # 1..k, so e.g. trying another fine-tuning rate reruns stage 3 only.
-STAGE_SETTINGS = {1: ("actor", "actor_epochs", "patience"), 2: ("critic", "critic_epochs"),
+STAGE_SETTINGS = {1: ("actor", "actor_epochs", "patience"),
+                  2: ("critic", "critic_epochs", "critic_min_epochs", "critic_min_delta"),
                   3: ("finetune_epochs", "finetune_lr")}
 
 
@@ -217,19 +262,21 @@ class RaCTTrainer:
     loads finished stages instead of training them again, and refuses another run's. Each stage
     reseeds with ``seed + stage``, so a resumed run gives the same numbers as an uninterrupted one.
 
-    ``valid`` is an `Evaluator` whose protocol computes NDCG@100 (`FullRanking(ks=(..., 100))`).
+    ``valid`` is an `Evaluator` whose protocol computes ``metric`` (stages 1 and 3 keep their
+    best epoch on it; default NDCG@100, which needs `FullRanking(ks=(..., 100))`).
     """
 
     def __init__(self, actor: MultVAE, critic: Critic, config: RaCTConfig, train_rows: UserRows,
                  valid, critic_valid: CriticValidation, seed: int = 0,
-                 checkpoint_dir=None, progress: bool = True):
+                 checkpoint_dir=None, progress: bool = True, metric: str = "NDCG@100"):
         if actor.config != config.actor or critic.config != config.critic:
             raise ValueError("the actor's and critic's configs must be config.actor and "
                              "config.critic (they are saved with the checkpoints)")
-        if 100 not in valid.protocol.ks:
-            raise ValueError(f"the validation protocol must compute NDCG@100; its ks are "
-                             f"{valid.protocol.ks}")
-        self.actor, self.critic, self.config = actor, critic, config
+        name, _, k = metric.partition("@")
+        if not name or not k.isdigit() or int(k) not in valid.protocol.ks:
+            raise ValueError(f"the selection metric must be <name>@k with k among the validation "
+                             f"protocol's ks {valid.protocol.ks}; got {metric!r}")
+        self.actor, self.critic, self.config, self.metric = actor, critic, config, metric
         self.train_rows, self.valid, self.critic_valid = train_rows, valid, critic_valid
         self.seed, self.progress = seed, progress
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -262,15 +309,20 @@ class RaCTTrainer:
 
         desc = f"stage {stage}: {STAGES[stage]}"
         if stage == 1:
-            optimizer = torch.optim.Adam(self.actor.parameters(), lr=self.config.actor.lr)
-            result = fit(self.actor, optimizer, batches, self.valid, "NDCG@100",
+            optimizer = torch.optim.Adam(self.actor.parameters(), lr=self.config.actor.lr,
+                                         fused=True)
+            result = fit(self.actor, optimizer, batches, self.valid, self.metric,
                          self.config.actor_epochs, self.config.patience, progress=self.progress,
                          desc=desc)
-        elif stage == 2:
-            optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.config.critic.lr)
+        elif stage == 2:  # to convergence: a plateau of the validation R^2, the last critic kept
+            optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.config.critic.lr,
+                                         fused=True)
             result = fit(CriticPretraining(self.actor, self.critic), optimizer, batches,
                          self.critic_valid, "critic R2", self.config.critic_epochs,
-                         self.config.patience, progress=self.progress, desc=desc)
+                         self.config.patience, progress=self.progress, desc=desc,
+                         min_epochs=min(self.config.critic_min_epochs,
+                                        self.config.critic_epochs),
+                         min_delta=self.config.critic_min_delta, keep_best=False)
             self.critic.freeze_feature_statistics()
         else:
             result = self._actor_critic(batches, desc)
@@ -283,14 +335,18 @@ class RaCTTrainer:
     def _actor_critic(self, batches, desc: str) -> FitResult:
         optimizer = torch.optim.Adam([
             {"params": self.actor.parameters(), "lr": self.config.finetune_lr},
-            {"params": self.critic.parameters(), "lr": self.config.critic.lr}])
+            {"params": self.critic.parameters(), "lr": self.config.critic.lr}], fused=True)
         model = ActorCriticTraining(self.actor, self.critic)
-        start_value = self.valid.evaluate(self.actor).metrics["NDCG@100"]
+        start_value = self.valid.evaluate(self.actor).metrics[self.metric]
         start_state = copy.deepcopy(model.state_dict())
-        result = fit(model, optimizer, batches, self.valid, "NDCG@100",
+        valid = ActorChange(self.valid, self.actor)
+        result = fit(model, optimizer, batches, valid, self.metric,
                      self.config.finetune_epochs, self.config.patience, progress=self.progress,
                      desc=desc)
-        result.history.insert(0, {"epoch": 0, "valid NDCG@100": start_value})
+        for row, change in zip(result.history, valid.changes):  # one evaluation per epoch
+            row["actor change"] = change
+        result.history.insert(0, {"epoch": 0, f"valid {self.metric}": start_value,
+                                  "actor change": 0.0})
         if result.best_value <= start_value:  # no epoch beat the pre-trained actor: keep it
             model.load_state_dict(start_state)
             result.best_epoch, result.best_value = 0, start_value
