@@ -92,6 +92,11 @@ def test_ract_refuses_stage_checkpoints_made_on_another_split(tmp_path, capsys):
     # more validation users: the checkpoint's training users include new validation users
     with pytest.raises(ValueError, match="stage1.pt was written by a different run .*data"):
         ract_trainer(tmp_path, n_valid=60).run_stage(1)
+    # the same split, another selection metric: stage 1 would have kept another epoch
+    other_metric = ract_trainer(tmp_path, n_valid=40)
+    other_metric.metric = "Recall@20"
+    with pytest.raises(ValueError, match="stage1.pt was written by a different run .*metric"):
+        other_metric.run_stage(1)
 
 
 def test_a_partly_resumed_metatl_run_gives_the_rows_of_an_uninterrupted_one(tmp_path, capsys):

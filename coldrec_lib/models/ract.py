@@ -357,8 +357,9 @@ class RaCTTrainer:
         return {key: config[key] for k in range(1, stage + 1) for key in STAGE_SETTINGS[k]}
 
     def _identity(self, stage: int) -> dict:
-        """What a checkpoint of ``stage`` was made from: its settings, seed, data and split."""
-        return {"stage": stage, "config": self._settings_up_to(stage),
+        """What a checkpoint of ``stage`` was made from: its settings, selection metric, seed,
+        data and split."""
+        return {"stage": stage, "config": self._settings_up_to(stage), "metric": self.metric,
                 "n_items": self.actor.n_items, "seed": self.seed, "data": self.data}
 
     def _load(self, path: Path, stage: int) -> FitResult:
