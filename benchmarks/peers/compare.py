@@ -61,7 +61,7 @@ def recbole_curve(name, data_folder, budget, seed, python) -> list[dict]:
     log = data_folder / f"recbole-{name}.jsonl"
     subprocess.run([python, str(HERE / "run_recbole.py"), "--data", str(data_folder),
                     "--model", name, "--budget", str(budget), "--seed", str(seed),
-                    "--out", str(log)], check=True)
+                    "--out", str(log)], check=True, cwd=data_folder)  # RecBole logs to ./log
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
