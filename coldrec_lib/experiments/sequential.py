@@ -32,8 +32,8 @@ PRESETS = {
               "backbone": {"max_len": 20, "dim": 32, "batch_size": 64, "lr": 3e-3},
               "models": {"SASRec": {"n_layers": 1, "n_heads": 1},
                          "BERT4Rec": {"n_layers": 1, "n_heads": 1}}},
-    # full: ~8 CPU minutes per seed on ML-100K (one thread): epochs are capped, patience 3
-    "full": {"synthetic": {"n_users": 3000, "n_items": 1500}, "max_epochs": 20, "patience": 3,
+    # full: ~8 CPU minutes per seed on ML-100K (one thread): epochs are capped at 25
+    "full": {"synthetic": {"n_users": 3000, "n_items": 1500}, "max_epochs": 25, "patience": 5,
              "time_budget": None, "bpr_epochs": 100,
              "backbone": {"max_len": 50, "dim": 64, "batch_size": 128, "lr": 2e-3},
              "models": {}},
