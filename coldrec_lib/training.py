@@ -186,7 +186,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         checkpoint: str | os.PathLike | None = None, grad_clip: float | None = None,
         scheduler=None, progress: bool = True, desc: str = "train",
         identity: str | None = None, min_epochs: int = 0, min_delta: float = 0.0,
-        keep_best: bool = True) -> FitResult:
+        keep_best: bool = True, callback: Callable[[int, torch.nn.Module], dict] | None = None,
+        time_budget: float | None = None) -> FitResult:
     """Train ``model`` by ``model.loss(batch)`` over ``train_batches(epoch)``.
 
     Every ``eval_every`` epochs the ``evaluator`` measures ``metric`` on validation data; training
@@ -196,11 +197,16 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     is kept (and reported as the result).
     With ``identity`` too (`Checkpoints`), a finished checkpoint of that identity is loaded
     instead of training, and one of another identity is an error.
+    ``callback(epoch, model) -> dict`` adds its values (e.g. metrics on other sets) to the
+    epoch's history row; ``time_budget`` (seconds of wall time) stops training after the epoch
+    that exhausts it. Each row records ``elapsed``: the wall time of training and validation so
+    far, the callbacks' time excluded.
     """
     if checkpoint is not None and identity is not None:
         done = _finished_fit(model, Path(checkpoint), identity, desc)
         if done is not None:
             return done
+    begin, outside = time.perf_counter(), 0.0
     history: list[dict] = []
     best_value, best_epoch, best_state, stale = -float("inf"), 0, None, 0
     bar = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress)
@@ -229,9 +235,15 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                      "identity": identity, "finished": False}, checkpoint)
             else:
                 stale += 1
+        row["elapsed"] = time.perf_counter() - begin - outside
+        if callback is not None:
+            row.update(callback(epoch, model))
+            outside = time.perf_counter() - begin - row["elapsed"]
         history.append(row)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-        if evaluator is not None and stale >= patience and epoch >= min_epochs:
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()
+                         if k not in ("epoch", "seconds", "elapsed")})
+        if (evaluator is not None and stale >= patience and epoch >= min_epochs) or (
+                time_budget is not None and row["elapsed"] >= time_budget):
             break
     if best_state is not None and keep_best:
         model.load_state_dict(best_state)

@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "foundations": "coldrec_lib.experiments.foundations",
     "metatl": "coldrec_lib.experiments.metatl",
     "ract": "coldrec_lib.experiments.ract",
+    "sequential": "coldrec_lib.experiments.sequential",
 }
 
 
