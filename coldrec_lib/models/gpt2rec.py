@@ -1,0 +1,113 @@
+"""GPT-2 next-item model (Volodkevich et al., "Autoregressive Generation Strategies for Top-K
+Sequential Recommendations", arXiv 2409.17730): a decoder-only transformer over item ids,
+Hugging Face's ``GPT2LMHeadModel`` built from a ``GPT2Config`` and trained from scratch (no
+pretrained weights, nothing from a model hub).
+
+Training is next-item prediction, ``-sum_t log softmax(h_t W^T)[i_{t+1}]`` over every position of
+a user's last ``context + 1`` items (eq. 1 of the paper; `05_autoregressive_generation`, section
+"Next-item training"). ``score`` is the one-pass top-K: the logits after the last history item.
+The generation strategies (`coldrec_lib.generation`) use `prompt` and `step`, which encode the
+history once and then extend its key/value cache one item at a time.
+
+Vocabulary: ``0`` = PAD, ``1..n_items`` = items, ``n_items + 1`` = BOUNDARY, the model's
+bos/eos token. GPT2Config's default bos/eos is 50256, which in a catalogue of more than 50k items
+is a real item that would silently end generated sequences (a defect of the original code): here
+every special token is set explicitly, none is an item, and BOUNDARY is never fed nor generated.
+Sequences are left-padded (the layout of `EvalBatch.history`); positions count from each
+sequence's first real item, so left padding never changes a sequence's outputs (tested).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+
+from ..data.interactions import PAD
+from ..data.splits import EvalBatch
+from .base import Recommender
+
+
+@dataclass
+class GPT2RecConfig:
+    context: int = 128       # n_positions: the prompt plus the generated items must fit
+    dim: int = 64            # n_embd
+    n_layers: int = 2
+    n_heads: int = 1
+    dropout: float = 0.1     # residual, embedding and attention dropout
+    lr: float = 1e-3
+    batch_size: int = 64
+
+
+class GPT2Rec(Recommender):
+    def __init__(self, n_items: int, config: GPT2RecConfig = GPT2RecConfig()):
+        super().__init__()
+        self.n_items, self.config = n_items, config
+        self.boundary = n_items + 1
+        hf_config = GPT2Config(vocab_size=n_items + 2, n_positions=config.context,
+                               n_embd=config.dim, n_layer=config.n_layers, n_head=config.n_heads,
+                               resid_pdrop=config.dropout, embd_pdrop=config.dropout,
+                               attn_pdrop=config.dropout, bos_token_id=self.boundary,
+                               eos_token_id=self.boundary, pad_token_id=PAD)
+        self.gpt = GPT2LMHeadModel(hf_config)
+
+    # ------------------------------------------------------------------ forward passes
+    @staticmethod
+    def positions(mask: torch.Tensor) -> torch.Tensor:
+        """Position ids that start at each left-padded sequence's first real item."""
+        return (mask.long().cumsum(1) - 1).clamp(min=0)
+
+    def hidden(self, sequences: torch.Tensor) -> torch.Tensor:
+        """Last-layer states ``[B, L, d]`` of left-padded sequences ``[B, L]``, L <= context."""
+        if sequences.shape[1] > self.config.context:
+            raise ValueError(f"sequences of length {sequences.shape[1]} exceed the context "
+                             f"{self.config.context}; keep the most recent items")
+        mask = sequences != PAD
+        return self.gpt.transformer(input_ids=sequences, attention_mask=mask.long(),
+                                    position_ids=self.positions(mask),
+                                    use_cache=False).last_hidden_state
+
+    def item_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[..., n_items + 1]``: the item columns, PAD at -inf (BOUNDARY dropped)."""
+        logits = logits[..., :self.n_items + 1].float()
+        logits[..., PAD] = float("-inf")
+        return logits
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Next-item cross-entropy at every position whose input and target are real items (the
+        LM head only runs on those positions)."""
+        inputs, targets = batch
+        keep = (inputs != PAD) & (targets != PAD)
+        logits = self.gpt.lm_head(self.hidden(inputs)[keep])
+        return F.cross_entropy(self.item_logits(logits), targets[keep])
+
+    def score(self, batch: EvalBatch) -> torch.Tensor:
+        """One-pass top-K scores: the logits after the ``context`` most recent history items."""
+        history = batch.history[:, -self.config.context:]
+        return self.item_logits(self.gpt.lm_head(self.hidden(history)[:, -1]))
+
+    # ------------------------------------------------------------------ incremental decoding
+    def prompt(self, history: torch.Tensor) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+        """Encode left-padded prompts ``[B, L]`` once: (item logits after the last item
+        ``[B, n_items + 1]``, their key/value cache, the attention mask ``[B, L]``)."""
+        if history.shape[1] > self.config.context:
+            raise ValueError(f"a prompt of {history.shape[1]} items exceeds the context "
+                             f"{self.config.context}")
+        mask = (history != PAD).long()
+        out = self.gpt(input_ids=history, attention_mask=mask, position_ids=self.positions(mask),
+                       use_cache=True, logits_to_keep=1)
+        return self.item_logits(out.logits[:, -1]), out.past_key_values, mask
+
+    def step(self, items: torch.Tensor, cache: DynamicCache,
+             mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed one item per row ``[B]`` after the cached ones: (item logits ``[B, n_items + 1]``,
+        the attention mask grown by one column). ``cache`` is extended in place."""
+        position = mask.sum(1, keepdim=True)
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
+        if mask.shape[1] > self.config.context:
+            raise ValueError(f"decoding past the context {self.config.context}: shorten the "
+                             "prompt to leave room for the generated items")
+        out = self.gpt(input_ids=items.unsqueeze(1), past_key_values=cache, attention_mask=mask,
+                       position_ids=position, use_cache=True)
+        return self.item_logits(out.logits[:, -1]), mask
