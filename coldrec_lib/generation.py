@@ -23,6 +23,7 @@ here, and shown in the notebook), never an error; the mask still covers all of i
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogit
 
 from .data.interactions import PAD
 from .data.splits import EvalBatch, EvalSet
-from .evaluation import eval_mode, full_scores
+from .evaluation import eval_mode
 from .models.base import Recommender
 
 AGGREGATIONS = ("rra", "ra")
@@ -88,9 +89,10 @@ class TopK:
         return "top-K"
 
     def rank(self, model, batch: EvalBatch, k: int, generator=None) -> torch.Tensor:
-        scores = full_scores(model, batch, model.n_items)
-        check_room(batch, torch.isinf(scores), k, f"{self.name} over k={k}")
-        return scores.topk(k, dim=1).indices
+        scores = model.score(batch).float()
+        banned = seen_items(batch.history, scores.shape[1] - 1)
+        check_room(batch, banned, k, f"{self.name} over k={k}")
+        return scores.masked_fill(banned, float("-inf")).topk(k, dim=1).indices
 
 
 def decode(model, batch: EvalBatch, k: int, pick, repeats: int = 1) -> torch.Tensor:
@@ -226,7 +228,7 @@ def generate_lists(model, strategy, eval_set: EvalSet, k: int = 10, batch_size: 
                    seed: int = 0, progress: bool = False) -> torch.Tensor:
     """Every user's ``k`` recommended items ``[N, k]`` (row n = ``eval_set.users[n]``), best
     first, in eval mode, with a sampling generator seeded by ``seed``."""
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     generator = torch.Generator(device=device).manual_seed(seed)
     lists = []
     with eval_mode(model):
