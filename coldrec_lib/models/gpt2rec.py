@@ -104,10 +104,10 @@ class GPT2Rec(Recommender):
         """Feed one item per row ``[B]`` after the cached ones: (item logits ``[B, n_items + 1]``,
         the attention mask grown by one column). ``cache`` is extended in place."""
         position = mask.sum(1, keepdim=True)
-        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
-        if mask.shape[1] > self.config.context:
+        if int(position.max()) >= self.config.context:
             raise ValueError(f"decoding past the context {self.config.context}: shorten the "
                              "prompt to leave room for the generated items")
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
         out = self.gpt(input_ids=items.unsqueeze(1), past_key_values=cache, attention_mask=mask,
                        position_ids=position, use_cache=True)
         return self.item_logits(out.logits[:, -1]), mask
