@@ -13,8 +13,8 @@ Each strategy turns a batch of users into ``k`` ranked items (the next-``k`` hor
 
 Every generated item is masked in the rest of its sequence, and so is the user's **whole**
 history (the original's multi-sequence strategy masked only the cropped context and recommended
-already-seen items). The prompt is encoded once and its key/value cache reused: repeated (not
-re-encoded) for the beams and for every sampled sequence. The temperature is applied once (the
+already-seen items). The prompt is encoded once and its key/value cache reused: shared (not
+re-encoded, not even copied) by the beams and by every sampled sequence. The temperature is applied once (the
 original's relevance aggregation applied it twice).
 
 The prompt is the most recent ``context - k + 1`` history items, so that the prompt and the
@@ -97,21 +97,20 @@ class TopK:
 
 def decode(model, batch: EvalBatch, k: int, pick, repeats: int = 1) -> torch.Tensor:
     """``k`` items for each of ``repeats`` sequences per user ``[B * repeats, k]`` (rows of a user
-    adjacent): the prompt is encoded once, its cache repeated, and ``pick(masked logits) -> [R]``
-    chooses each next item; seen and generated items are at -inf."""
+    adjacent): the prompt is encoded once, its cache shared by the rows, and
+    ``pick(masked logits) -> [R]`` chooses each next item; seen and generated items are at -inf."""
     banned = seen_items(batch.history, model.n_items)
     check_room(batch, banned, k, f"generating k={k} distinct unseen items")
-    logits, cache, mask = model.prompt(prompt_of(model, batch.history, k))
-    if repeats > 1:
-        cache.batch_repeat_interleave(repeats)
-        logits, mask, banned = (t.repeat_interleave(repeats, 0) for t in (logits, mask, banned))
+    logits, cache = model.prompt(prompt_of(model, batch.history, k))
+    cache.repeat(repeats)
+    logits, banned = logits.repeat_interleave(repeats, 0), banned.repeat_interleave(repeats, 0)
     rows, items = torch.arange(len(logits), device=logits.device), []
     for step in range(k):
         chosen = pick(logits.masked_fill(banned, float("-inf")))
         banned[rows, chosen] = True
         items.append(chosen)
         if step < k - 1:
-            logits, mask = model.step(chosen, cache, mask)
+            logits = model.step(chosen, cache)
     return torch.stack(items, 1)
 
 
@@ -146,25 +145,25 @@ class BeamSearch:
         beams = self.num_beams
         banned = seen_items(batch.history, model.n_items)
         check_room(batch, banned, max(beams, k), f"{self.name} over k={k}")
-        logits, cache, mask = model.prompt(prompt_of(model, batch.history, k))
+        logits, cache = model.prompt(prompt_of(model, batch.history, k))
         n_users, width = logits.shape
         log_p = F.log_softmax(logits.masked_fill(banned, float("-inf")), dim=1)
         score, chosen = log_p.topk(beams, dim=1)                       # [B, beams]
-        cache.batch_repeat_interleave(beams)
-        mask, banned = mask.repeat_interleave(beams, 0), banned.repeat_interleave(beams, 0)
+        cache.repeat(beams)
+        banned = banned.repeat_interleave(beams, 0)
         chosen, rows = chosen.reshape(-1), torch.arange(n_users * beams, device=logits.device)
         banned[rows, chosen] = True
         sequences = chosen.unsqueeze(1)
         for _ in range(k - 1):
-            logits, mask = model.step(chosen, cache, mask)
+            logits = model.step(chosen, cache)
             log_p = F.log_softmax(logits.masked_fill(banned, float("-inf")), dim=1)
             total = (score.reshape(-1, 1) + log_p).view(n_users, beams * width)
             score, flat = total.topk(beams, dim=1)
             source = (flat // width + torch.arange(n_users, device=flat.device).unsqueeze(1)
                       * beams).reshape(-1)
             chosen = (flat % width).reshape(-1)
-            cache.reorder_cache(source)
-            mask, banned = mask[source], banned[source]
+            cache.reorder(source)
+            banned = banned[source]
             banned[rows, chosen] = True
             sequences = torch.cat([sequences[source], chosen.unsqueeze(1)], 1)
         return sequences.view(n_users, beams, k)[:, 0]  # topk sorts: beam 0 is the best

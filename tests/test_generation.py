@@ -57,9 +57,9 @@ def test_left_padding_does_not_change_scores(model):
 def test_cache_step_matches_a_full_forward_pass(model):
     batch = make_batch([9, 4, 12])
     with torch.no_grad():
-        _, cache, mask = model.prompt(batch.history)
+        _, cache = model.prompt(batch.history)
         nxt = torch.tensor([50, 51, 52])
-        logits, _ = model.step(nxt, cache, mask)
+        logits = model.step(nxt, cache)
         full = model.score(EvalBatch(batch.users, torch.cat([batch.history, nxt[:, None]], 1),
                                      batch.targets))
     finite = torch.isfinite(full)
@@ -121,13 +121,13 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(model):
 
     def log_likelihood(items):
         banned, total = seen_items(batch.history, N_ITEMS), 0.0
-        logits, cache, mask = model.prompt(batch.history[:, -(24 - 5):])
+        logits, cache = model.prompt(batch.history[:, -(24 - 5):])
         for step in range(items.shape[1]):
             log_p = torch.log_softmax(logits.masked_fill(banned, float("-inf")), 1)
             total = total + log_p.gather(1, items[:, step:step + 1]).squeeze(1)
             banned[torch.arange(len(items)), items[:, step]] = True
             if step < items.shape[1] - 1:
-                logits, mask = model.step(items[:, step], cache, mask)
+                logits = model.step(items[:, step], cache)
         return total
 
     with torch.no_grad():

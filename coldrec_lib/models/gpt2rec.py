@@ -18,11 +18,11 @@ sequence's first real item, so left padding never changes a sequence's outputs (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..data.interactions import PAD
 from ..data.splits import EvalBatch
@@ -88,26 +88,88 @@ class GPT2Rec(Recommender):
         return self.item_logits(self.gpt.lm_head(self.hidden(history)[:, -1]))
 
     # ------------------------------------------------------------------ incremental decoding
-    def prompt(self, history: torch.Tensor) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+    def prompt(self, history: torch.Tensor) -> tuple[torch.Tensor, "PrefixCache"]:
         """Encode left-padded prompts ``[B, L]`` once: (item logits after the last item
-        ``[B, n_items + 1]``, their key/value cache, the attention mask ``[B, L]``)."""
+        ``[B, n_items + 1]``, the prompts' key/value cache)."""
         if history.shape[1] > self.config.context:
             raise ValueError(f"a prompt of {history.shape[1]} items exceeds the context "
                              f"{self.config.context}")
-        mask = (history != PAD).long()
-        out = self.gpt(input_ids=history, attention_mask=mask, position_ids=self.positions(mask),
-                       use_cache=True, logits_to_keep=1)
-        return self.item_logits(out.logits[:, -1]), out.past_key_values, mask
+        mask = history != PAD
+        out = self.gpt(input_ids=history, attention_mask=mask.long(),
+                       position_ids=self.positions(mask), use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        return self.item_logits(out.logits[:, -1]), PrefixCache(
+            [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
+            mask, mask.sum(1))
 
-    def step(self, items: torch.Tensor, cache: DynamicCache,
-             mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feed one item per row ``[B]`` after the cached ones: (item logits ``[B, n_items + 1]``,
-        the attention mask grown by one column). ``cache`` is extended in place."""
-        position = mask.sum(1, keepdim=True)
+    def step(self, items: torch.Tensor, cache: "PrefixCache") -> torch.Tensor:
+        """Feed one item per row ``[B * repeats]`` after the cached ones; returns the item logits
+        ``[B * repeats, n_items + 1]`` and extends ``cache``. The attention of a new item over
+        its user's prompt reads the prompt's keys and values once for all the user's rows (they
+        are never copied per sequence); over the items generated so far, its own row's.
+        The same arithmetic as GPT-2's blocks (`GPT2Attention`, `GPT2MLP`), tested against a
+        full forward pass and against ``generate()``."""
+        position = cache.lengths.repeat_interleave(cache.repeats) + cache.generated
         if int(position.max()) >= self.config.context:
             raise ValueError(f"decoding past the context {self.config.context}: shorten the "
                              "prompt to leave room for the generated items")
-        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
-        out = self.gpt(input_ids=items.unsqueeze(1), past_key_values=cache, attention_mask=mask,
-                       position_ids=position, use_cache=True)
-        return self.item_logits(out.logits[:, -1]), mask
+        gpt = self.gpt.transformer
+        x = gpt.wte(items) + gpt.wpe(position)                                  # [R, d]
+        n_users, heads = len(cache.lengths), self.config.n_heads
+        hidden = self.config.dim // heads
+        for layer, block in enumerate(gpt.h):
+            q, k, v = block.attn.c_attn(block.ln_1(x)).split(self.config.dim, dim=1)
+            q = q.view(n_users, cache.repeats, heads, hidden).transpose(1, 2)  # [B, H, S, h]
+            k, v = cache.append(layer, k.view(-1, heads, hidden), v.view(-1, heads, hidden))
+            # scores over the prompt [B, H, S, L] and over the generated items [B, H, S, t]
+            over_prompt = (q @ cache.keys[layer].transpose(-1, -2)).masked_fill(
+                ~cache.mask[:, None, None, :], float("-inf"))
+            k = k.view(n_users, cache.repeats, heads, -1, hidden).transpose(1, 2)
+            v = v.view(n_users, cache.repeats, heads, -1, hidden).transpose(1, 2)
+            over_generated = (q.unsqueeze(-2) @ k.transpose(-1, -2)).squeeze(-2)
+            weights = torch.cat([over_prompt, over_generated], -1).mul(hidden ** -0.5).softmax(-1)
+            length = over_prompt.shape[-1]
+            attended = (weights[..., :length] @ cache.values[layer]
+                        + (weights[..., length:].unsqueeze(-2) @ v).squeeze(-2))
+            x = x + block.attn.c_proj(attended.transpose(1, 2).reshape(-1, self.config.dim))
+            x = x + block.mlp(block.ln_2(x))
+        cache.generated = cache.generated + 1
+        return self.item_logits(self.gpt.lm_head(gpt.ln_f(x)))
+
+
+@dataclass
+class PrefixCache:
+    """Keys and values of B prompts (``[B, H, L, h]`` per layer, stored once) shared by
+    ``repeats`` rows per user (sampled sequences or beams), and each row's own keys and values
+    of the items generated so far (``[R, H, t, h]`` per layer, R = B * repeats)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor       # [B, L] True on real prompt items
+    lengths: torch.Tensor    # [B] real prompt items
+    repeats: int = 1
+    generated: int = 0
+    new_keys: list = field(default_factory=list)
+    new_values: list = field(default_factory=list)
+
+    def repeat(self, repeats: int) -> None:
+        """Share each prompt among ``repeats`` rows (before anything is generated)."""
+        if self.generated:
+            raise ValueError("repeat() a prompt cache before generating")
+        self.repeats = repeats
+
+    def append(self, layer: int, key: torch.Tensor, value: torch.Tensor):
+        """Add the new item's key and value ``[R, H, h]`` of ``layer``; returns all generated
+        ones ``[R, H, t, h]``."""
+        if layer == len(self.new_keys):
+            self.new_keys.append(key.unsqueeze(2))
+            self.new_values.append(value.unsqueeze(2))
+        else:
+            self.new_keys[layer] = torch.cat([self.new_keys[layer], key.unsqueeze(2)], 2)
+            self.new_values[layer] = torch.cat([self.new_values[layer], value.unsqueeze(2)], 2)
+        return self.new_keys[layer], self.new_values[layer]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Beam search: row r continues row ``rows[r]`` (of the same user)."""
+        self.new_keys = [k[rows] for k in self.new_keys]
+        self.new_values = [v[rows] for v in self.new_values]
