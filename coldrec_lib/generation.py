@@ -212,13 +212,21 @@ class Sampling:
         if self.aggregation == "ra":
             scores = relevance[0].view(n_users, self.n_sequences, -1).sum(1)
         else:
-            weight = 1.0 / torch.arange(1, k + 1, device=sequences.device, dtype=torch.float32)
-            scores = torch.zeros(n_users, model.n_items + 1, device=sequences.device)
-            scores.scatter_add_(1, sequences.view(n_users, -1),
-                                weight.repeat(self.n_sequences).expand(n_users, -1))
+            scores = reciprocal_rank_scores(sequences.view(n_users, self.n_sequences, k),
+                                            model.n_items)
         # a stable sort ranks ties (e.g. items no sequence reached) by item id, reproducibly
         scores = scores.masked_fill(seen_items(batch.history, model.n_items), float("-inf"))
         return scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def reciprocal_rank_scores(sequences: torch.Tensor, n_items: int) -> torch.Tensor:
+    """RRA: ``[B, S, k]`` sequences to item scores ``[B, n_items + 1]``, the item at position i
+    (1-based) of a sequence scoring ``1 / i``, summed over the sequences."""
+    n_users, n_sequences, k = sequences.shape
+    weight = 1.0 / torch.arange(1, k + 1, device=sequences.device, dtype=torch.float32)
+    scores = torch.zeros(n_users, n_items + 1, device=sequences.device)
+    return scores.scatter_add_(1, sequences.reshape(n_users, -1),
+                               weight.repeat(n_sequences).expand(n_users, -1))
 
 
 # ---------------------------------------------------------------------- over an eval set

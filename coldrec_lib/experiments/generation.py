@@ -51,7 +51,7 @@ PRESETS = {
                         gpt2=dict(context=48, dim=32, batch_size=64, lr=3e-3),
                         sasrec=dict(max_len=48, dim=32, n_layers=1, n_heads=1),
                         bpr=dict(dim=32, lr=1e-2), beams=3, temperature=0.6, top_k=20,
-                        n_sequences=10, temperatures=(0.3, 1.0), sequences=(1, 10))},
+                        n_sequences=10, temperatures=(0.3, 1.0), sequences=(1, 5, 10))},
     "full": {
         "ml-100k": dict(gpt2=dict(), sasrec=dict(max_len=50, dim=64, n_heads=1), bpr=dict(),
                         **_REAL),
@@ -172,8 +172,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     data, split = load_split(dataset, settings, seed, data_path)
     device = default_device()
     valid = Evaluator(first_targets(split.valid, 1), PROTOCOL, split.n_items, device=device)
-    test_set = first_targets(split.test, HORIZON)
-    test = Evaluator(test_set, PROTOCOL, split.n_items, device=device)
+    test = Evaluator(first_targets(split.test, HORIZON), PROTOCOL, split.n_items, device=device)
 
     trained = {}
     for name, train, config in (("GPT-2", train_gpt2, GPT2RecConfig(**settings["gpt2"])),
@@ -185,20 +184,31 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     table = ResultsTable(f"Generation strategies over the last {HORIZON} items ({split.description}"
                          f", seed {seed})", data.name, preset)
     table.protocols["set"] = (f"{test.describe()}; the {HORIZON} held-out items as a set, "
-                              f"{len(test_set)} test users")
+                              f"{len(test.eval_set)} test users")
     models = {name: model for name, (model, _) in trained.items()}
     models["Popularity"] = Popularity(split.train, split.n_items).to(device)
     runs = [("main", name, TopK()) for name in ("SASRec+", "BPR-MF", "Popularity")]
     runs += [(sweep, "GPT-2", strategy) for sweep, strategy in strategies(settings)]
+    fits = {name: result for name, (_, result) in trained.items()}
+    table.rows += strategy_rows(models, fits, runs, test, seed, progress)
+    return table
+
+
+def strategy_rows(models: dict, fits: dict[str, FitResult], runs, test: Evaluator, seed: int = 0,
+                  progress: bool = False) -> list[dict]:
+    """One row per ``(sweep, model name, strategy)`` of ``runs``: the lists of
+    ``models[name]`` on the test users, scored by `evaluate_lists`, with the model's selection
+    (best epoch, validation next-item NDCG@10) when it was trained (``fits``)."""
+    rows = []
     for sweep, name, strategy in runs:
-        lists = generate_lists(models[name], strategy, test_set, HORIZON, seed=seed,
+        lists = generate_lists(models[name], strategy, test.eval_set, HORIZON, seed=seed,
                                progress=progress)
-        selection = trained[name][1] if name in trained else None
+        selection = fits.get(name)
         row = {"model": name, "protocol": "set", "strategy": strategy.name, "sweep": sweep,
                "T": getattr(strategy, "temperature", float("nan")),
                "sequences": getattr(strategy, "n_sequences", float("nan")),
                "best epoch": selection.best_epoch if selection else float("nan"),
                "valid next NDCG@10": selection.best_value if selection else float("nan")}
-        row.update(evaluate_lists(lists, test_set, test))
-        table.rows.append(row)
-    return table
+        row.update(evaluate_lists(lists, test.eval_set, test))
+        rows.append(row)
+    return rows
