@@ -106,7 +106,7 @@ def decode(model, batch: EvalBatch, k: int, pick, repeats: int = 1) -> torch.Ten
     logits, banned = logits.repeat_interleave(repeats, 0), banned.repeat_interleave(repeats, 0)
     rows, items = torch.arange(len(logits), device=logits.device), []
     for step in range(k):
-        chosen = pick(logits.masked_fill(banned, float("-inf")))
+        chosen = pick(logits.masked_fill_(banned, float("-inf")))
         banned[rows, chosen] = True
         items.append(chosen)
         if step < k - 1:
@@ -234,16 +234,18 @@ def reciprocal_rank_scores(sequences: torch.Tensor, n_items: int) -> torch.Tenso
 def generate_lists(model, strategy, eval_set: EvalSet, k: int = 10, batch_size: int = 64,
                    seed: int = 0, progress: bool = False) -> torch.Tensor:
     """Every user's ``k`` recommended items ``[N, k]`` (row n = ``eval_set.users[n]``), best
-    first, in eval mode, with a sampling generator seeded by ``seed``."""
+    first, in eval mode, with a sampling generator seeded by ``seed``. Users go through in
+    batches of similar history length (less left padding to encode and attend over)."""
     device = next(itertools.chain(model.parameters(), model.buffers())).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    lists = []
+    order = torch.argsort(eval_set.history.lengths[torch.arange(len(eval_set))], stable=True)
+    lists = torch.zeros(len(eval_set), k, dtype=torch.long)
     with eval_mode(model):
-        for rows in tqdm(torch.arange(len(eval_set)).split(batch_size), disable=not progress,
-                         desc=strategy.name, leave=False):
-            lists.append(strategy.rank(model, eval_set.batch(rows).to(device), k,
-                                       generator).cpu())
-    return torch.cat(lists)
+        for rows in tqdm(order.split(batch_size), disable=not progress, desc=strategy.name,
+                         leave=False):
+            lists[rows] = strategy.rank(model, eval_set.batch(rows).to(device), k,
+                                        generator).cpu()
+    return lists
 
 
 class RankedLists(Recommender):

@@ -1,7 +1,10 @@
 """GPT-2 next-item model, generation strategies, horizon metrics (issue 12)."""
 import os
 
-import pytest
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded from a model hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
 import torch
 
 from coldrec_lib.data import filter_min_counts, last_n_horizon
@@ -12,9 +15,6 @@ from coldrec_lib.generation import (BeamSearch, Greedy, RankedLists, Sampling, T
                                     generate_lists, hf_generate, seen_items)
 from coldrec_lib.metrics import horizon_curves, ranking_metrics
 from coldrec_lib.models.gpt2rec import GPT2Rec, GPT2RecConfig
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 N_ITEMS = 60
 ALL = [TopK(), Greedy(), BeamSearch(3), Sampling(0.7, 10), Sampling(0.7, 10, 8, "rra"),

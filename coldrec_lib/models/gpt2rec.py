@@ -132,9 +132,11 @@ class GPT2Rec(Recommender):
             attended = (weights[..., :length] @ cache.values[layer]
                         + (weights[..., length:].unsqueeze(-2) @ v).squeeze(-2))
             x = x + block.attn.c_proj(attended.transpose(1, 2).reshape(-1, self.config.dim))
-            x = x + block.mlp(block.ln_2(x))
+            # GPT2MLP with its "gelu_new" (the tanh approximation) as one fused op
+            x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(block.ln_2(x)), approximate="tanh"))
         cache.generated = cache.generated + 1
-        return self.item_logits(self.gpt.lm_head(gpt.ln_f(x)))
+        logits = F.linear(gpt.ln_f(x), self.gpt.lm_head.weight[:self.n_items + 1])
+        return logits.index_fill_(1, torch.tensor([PAD], device=logits.device), float("-inf"))
 
 
 @dataclass
