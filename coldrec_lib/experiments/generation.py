@@ -93,47 +93,36 @@ def first_targets(eval_set: EvalSet, n: int) -> EvalSet:
 
 
 # ---------------------------------------------------------------------- training
-def train_gpt2(split: Split, config: GPT2RecConfig, valid: Evaluator, settings: dict,
-               generator: torch.Generator, device=None,
-               progress: bool = False) -> tuple[GPT2Rec, FitResult]:
-    """Next-item training on every user's last ``context + 1`` training items, one window per
-    user per epoch; early stopping on validation next-item NDCG@10."""
-    model = GPT2Rec(split.n_items, config).to(device)
-    sequences = split.train_sequences()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result = fit(model, optimizer,
-                 lambda epoch: next_item_batches(sequences, config.context, config.batch_size,
-                                                 generator, device=device),
-                 valid, "NDCG@10", settings["max_epochs"], settings["patience"],
-                 progress=progress, desc="GPT-2")
-    return model, result
+MODELS = ("GPT-2", "SASRec+", "BPR-MF")
 
 
-def train_sasrec(split: Split, config: SASRecConfig, valid: Evaluator, settings: dict,
-                 generator: torch.Generator, device=None,
-                 progress: bool = False) -> tuple[SASRec, FitResult]:
-    model = SASRec(split.n_items, config).to(device)
-    sequences = split.train_sequences()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result = fit(model, optimizer,
-                 lambda epoch: next_item_batches(sequences, config.max_len, config.batch_size,
-                                                 generator, device=device),
-                 valid, "NDCG@10", settings["max_epochs"], settings["patience"],
-                 progress=progress, desc="SASRec+")
-    return model, result
-
-
-def train_bpr(split: Split, config: BPRMFConfig, valid: Evaluator, settings: dict,
-              generator: torch.Generator, device=None,
-              progress: bool = False) -> tuple[BPRMF, FitResult]:
-    model = BPRMF(split.n_users, split.n_items, config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    result = fit(model, optimizer,
-                 lambda epoch: pair_batches(split.train, split.n_items, config.batch_size,
-                                            generator, device),
-                 valid, "NDCG@10", settings["max_epochs"], settings["patience"],
-                 progress=progress, desc="BPR-MF")
+def train(name: str, split: Split, settings: dict, valid: Evaluator, generator: torch.Generator,
+          device=None, progress: bool = False) -> tuple[torch.nn.Module, FitResult]:
+    """Model ``name`` (one of `MODELS`) with the preset's ``settings``, early-stopped on
+    validation next-item NDCG@10. The sequential models learn next-item prediction on every
+    user's last ``context + 1`` training items, one window per user per epoch."""
+    if name == "BPR-MF":
+        config = BPRMFConfig(**settings["bpr"])
+        model = BPRMF(split.n_users, split.n_items, config).to(device)
+        batches = lambda epoch: pair_batches(split.train, split.n_items,  # noqa: E731
+                                             config.batch_size, generator, device)
+        weight_decay = config.weight_decay
+    else:
+        if name == "GPT-2":
+            config = GPT2RecConfig(**settings["gpt2"])
+            model, context = GPT2Rec(split.n_items, config).to(device), config.context
+        elif name == "SASRec+":
+            config = SASRecConfig(**settings["sasrec"])
+            model, context = SASRec(split.n_items, config).to(device), config.max_len
+        else:
+            raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+        sequences = split.train_sequences()
+        batches = lambda epoch: next_item_batches(sequences, context,  # noqa: E731
+                                                  config.batch_size, generator, device=device)
+        weight_decay = getattr(config, "weight_decay", 0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=weight_decay)
+    result = fit(model, optimizer, batches, valid, "NDCG@10", settings["max_epochs"],
+                 settings["patience"], progress=progress, desc=name)
     return model, result
 
 
@@ -174,12 +163,8 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     valid = Evaluator(first_targets(split.valid, 1), PROTOCOL, split.n_items, device=device)
     test = Evaluator(first_targets(split.test, HORIZON), PROTOCOL, split.n_items, device=device)
 
-    trained = {}
-    for name, train, config in (("GPT-2", train_gpt2, GPT2RecConfig(**settings["gpt2"])),
-                                ("SASRec+", train_sasrec, SASRecConfig(**settings["sasrec"])),
-                                ("BPR-MF", train_bpr, BPRMFConfig(**settings["bpr"]))):
-        generator = seed_everything(seed)
-        trained[name] = train(split, config, valid, settings, generator, device, progress)
+    trained = {name: train(name, split, settings, valid, seed_everything(seed), device, progress)
+               for name in MODELS}
 
     table = ResultsTable(f"Generation strategies over the last {HORIZON} items ({split.description}"
                          f", seed {seed})", data.name, preset)
