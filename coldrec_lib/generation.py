@@ -14,8 +14,8 @@ Each strategy turns a batch of users into ``k`` ranked items (the next-``k`` hor
 Every generated item is masked in the rest of its sequence, and so is the user's **whole**
 history (the original's multi-sequence strategy masked only the cropped context and recommended
 already-seen items). The prompt is encoded once and its key/value cache reused: shared (not
-re-encoded, not even copied) by the beams and by every sampled sequence. The temperature is applied once (the
-original's relevance aggregation applied it twice).
+re-encoded, not even copied) by the beams and by every sampled sequence. The temperature is
+applied once (the original's relevance aggregation applied it twice).
 
 The prompt is the most recent ``context - k + 1`` history items, so that the prompt and the
 ``k - 1`` items fed back fit the model's context: a longer history is truncated (documented

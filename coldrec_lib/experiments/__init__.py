@@ -17,6 +17,7 @@ EXPERIMENTS = {
     "metatl": "coldrec_lib.experiments.metatl",
     "ract": "coldrec_lib.experiments.ract",
     "generation": "coldrec_lib.experiments.generation",
+    "sequential": "coldrec_lib.experiments.sequential",
 }
 
 

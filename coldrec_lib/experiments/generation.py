@@ -23,7 +23,9 @@ from ..metrics import horizon_curves
 from ..models.bpr_mf import BPRMF, BPRMFConfig, pair_batches
 from ..models.gpt2rec import GPT2Rec, GPT2RecConfig
 from ..models.popularity import Popularity
-from ..models.sasrec import SASRec, SASRecConfig, next_item_batches
+from ..models.bert4rec import BERT4Rec, BERT4RecConfig
+from ..models.sasrec import SASRec, SASRecConfig
+from ..models.sequential import next_item_batches
 from ..training import FitResult, default_device, fit, seed_everything
 from . import get_data, preset_settings
 
@@ -39,28 +41,35 @@ PAPER = {"ml-1m": {"greedy": 0.174, "beam search (10 beams)": 0.168, "RRA (20 se
                     "RRA (20 seq., T=0.5)": 0.2085, "RRA (100 seq.)": 0.213, "SASRec": 0.132,
                     "BERT4Rec": 0.145}}
 AUTHORS_ML100K = {"top-K": (0.155, 0.143), "greedy": (0.137, 0.122),
-                  "beam search (5 beams)": (0.129, 0.116), "RRA (30 seq., T=0.6, top-20)": (0.143, 0.132)}
+                  "beam search (5 beams)": (0.129, 0.116),
+                  "RRA (30 seq., T=0.6, top-20)": (0.143, 0.132)}
 
 _STRATEGIES = dict(beams=5, temperature=0.6, top_k=20, n_sequences=30,
                    temperatures=(0.3, 0.6, 1.0, 1.5), sequences=(1, 10, 30, 60))
 # patience 5 (the paper: 10) keeps one ML-100K seed within minutes on one CPU core
 _REAL = dict(min_item=5, min_user=20, max_epochs=100, patience=5, **_STRATEGIES)
+# the paper's BERT4Rec baseline: hidden 64, 2 layers, 2 heads, mask probability 0.2
+_BERT4REC = dict(max_len=50, dim=64, n_layers=2, n_heads=2, mask_prob=0.2)
 PRESETS = {
     "smoke": {"*": dict(synthetic=dict(n_users=300, n_items=200, min_len=22, max_len=50),
                         min_item=1, min_user=20, max_epochs=12, patience=4,
                         gpt2=dict(context=48, dim=32, batch_size=64, lr=3e-3),
                         sasrec=dict(max_len=48, dim=32, n_layers=1, n_heads=1),
+                        bert4rec=dict(max_len=48, dim=32, n_layers=1, n_heads=1),
                         bpr=dict(dim=32, lr=1e-2), beams=3, temperature=0.6, top_k=20,
                         n_sequences=10, temperatures=(0.3, 1.0), sequences=(1, 5, 10))},
     "full": {
-        "ml-100k": dict(gpt2=dict(), sasrec=dict(max_len=50, dim=64, n_heads=1), bpr=dict(),
-                        **_REAL),
-        "ml-1m": dict(gpt2=dict(), sasrec=dict(max_len=128), bpr=dict(), **_REAL),
+        "ml-100k": dict(gpt2=dict(), sasrec=dict(max_len=50, n_heads=1), bert4rec=_BERT4REC,
+                        bpr=dict(), **_REAL),
+        "ml-1m": dict(gpt2=dict(), sasrec=dict(max_len=128),
+                      bert4rec=dict(_BERT4REC, max_len=128), bpr=dict(), **_REAL),
         "ml-20m": dict(gpt2=dict(dim=256, batch_size=256), sasrec=dict(max_len=128, dim=256),
+                       bert4rec=dict(_BERT4REC, max_len=128),
                        bpr=dict(dim=256, batch_size=8192), **_REAL),
         "*": dict(synthetic=dict(n_users=2000, n_items=800, min_len=22, max_len=80), min_item=5,
                   min_user=20, max_epochs=60, patience=8, gpt2=dict(context=64),
-                  sasrec=dict(max_len=64), bpr=dict(), **_STRATEGIES),
+                  sasrec=dict(max_len=64), bert4rec=dict(_BERT4REC, max_len=64), bpr=dict(),
+                  **_STRATEGIES),
     },
 }
 
@@ -89,38 +98,42 @@ def first_targets(eval_set: EvalSet, n: int) -> EvalSet:
     rows = torch.arange(len(eval_set))
     targets = Sequences(eval_set.targets.first(rows, n).reshape(-1),
                         torch.arange(0, n * len(eval_set) + 1, n))
-    return EvalSet(eval_set.users, eval_set.history, targets, f"{eval_set.name} (first {n})")
+    return EvalSet(eval_set.users, eval_set.history, targets, f"{eval_set.name} (first {n})",
+                   eval_set.excluded)
 
 
 # ---------------------------------------------------------------------- training
-MODELS = ("GPT-2", "SASRec+", "BPR-MF")
+MODELS = ("GPT-2", "SASRec+", "BERT4Rec", "BPR-MF")
 
 
 def train(name: str, split: Split, settings: dict, valid: Evaluator, generator: torch.Generator,
           device=None, progress: bool = False) -> tuple[torch.nn.Module, FitResult]:
     """Model ``name`` (one of `MODELS`) with the preset's ``settings``, early-stopped on
-    validation next-item NDCG@10. The sequential models learn next-item prediction on every
-    user's last ``context + 1`` training items, one window per user per epoch."""
-    if name == "BPR-MF":
+    validation next-item NDCG@10. GPT-2 learns next-item prediction on every user's last
+    ``context + 1`` training items, one window per user per epoch (the paper's loader);
+    SASRec+ and BERT4Rec train on their own batches (`SequentialBackbone.epoch_batches`:
+    sliding windows, the cloze task for BERT4Rec)."""
+    sequences = split.train_sequences()
+    if name == "GPT-2":
+        config = GPT2RecConfig(**settings["gpt2"])
+        model = GPT2Rec(split.n_items, config).to(device)
+        batches = lambda epoch: next_item_batches(sequences, config.context,  # noqa: E731
+                                                  config.batch_size, generator, device=device)
+    elif name in ("SASRec+", "BERT4Rec"):
+        config = (SASRecConfig(**settings["sasrec"]) if name == "SASRec+"
+                  else BERT4RecConfig(**settings["bert4rec"]))
+        model = (SASRec if name == "SASRec+" else BERT4Rec)(split.n_items, config).to(device)
+        batches = lambda epoch: model.epoch_batches(sequences, generator,  # noqa: E731
+                                                    device=device)
+    elif name == "BPR-MF":
         config = BPRMFConfig(**settings["bpr"])
         model = BPRMF(split.n_users, split.n_items, config).to(device)
         batches = lambda epoch: pair_batches(split.train, split.n_items,  # noqa: E731
                                              config.batch_size, generator, device)
-        weight_decay = config.weight_decay
     else:
-        if name == "GPT-2":
-            config = GPT2RecConfig(**settings["gpt2"])
-            model, context = GPT2Rec(split.n_items, config).to(device), config.context
-        elif name == "SASRec+":
-            config = SASRecConfig(**settings["sasrec"])
-            model, context = SASRec(split.n_items, config).to(device), config.max_len
-        else:
-            raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
-        sequences = split.train_sequences()
-        batches = lambda epoch: next_item_batches(sequences, context,  # noqa: E731
-                                                  config.batch_size, generator, device=device)
-        weight_decay = getattr(config, "weight_decay", 0.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=weight_decay)
+        raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                 weight_decay=getattr(config, "weight_decay", 0.0))
     result = fit(model, optimizer, batches, valid, "NDCG@10", settings["max_epochs"],
                  settings["patience"], progress=progress, desc=name)
     return model, result
@@ -172,7 +185,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
                               f"{len(test.eval_set)} test users")
     models = {name: model for name, (model, _) in trained.items()}
     models["Popularity"] = Popularity(split.train, split.n_items).to(device)
-    runs = [("main", name, TopK()) for name in ("SASRec+", "BPR-MF", "Popularity")]
+    runs = [("main", name, TopK()) for name in MODELS[1:] + ("Popularity",)]
     runs += [(sweep, "GPT-2", strategy) for sweep, strategy in strategies(settings)]
     fits = {name: result for name, (_, result) in trained.items()}
     table.rows += strategy_rows(models, fits, runs, test, seed, progress)

@@ -27,6 +27,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from ..data.interactions import PAD
 from ..data.splits import EvalBatch
 from .base import Recommender
+from .sequential import positions_from_first_item
 
 
 @dataclass
@@ -53,11 +54,6 @@ class GPT2Rec(Recommender):
         self.gpt = GPT2LMHeadModel(hf_config)
 
     # ------------------------------------------------------------------ forward passes
-    @staticmethod
-    def positions(mask: torch.Tensor) -> torch.Tensor:
-        """Position ids that start at each left-padded sequence's first real item."""
-        return (mask.long().cumsum(1) - 1).clamp(min=0)
-
     def hidden(self, sequences: torch.Tensor) -> torch.Tensor:
         """Last-layer states ``[B, L, d]`` of left-padded sequences ``[B, L]``, L <= context."""
         if sequences.shape[1] > self.config.context:
@@ -65,7 +61,7 @@ class GPT2Rec(Recommender):
                              f"{self.config.context}; keep the most recent items")
         mask = sequences != PAD
         return self.gpt.transformer(input_ids=sequences, attention_mask=mask.long(),
-                                    position_ids=self.positions(mask),
+                                    position_ids=positions_from_first_item(sequences),
                                     use_cache=False).last_hidden_state
 
     def item_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -96,7 +92,8 @@ class GPT2Rec(Recommender):
                              f"{self.config.context}")
         mask = history != PAD
         out = self.gpt(input_ids=history, attention_mask=mask.long(),
-                       position_ids=self.positions(mask), use_cache=True, logits_to_keep=1)
+                       position_ids=positions_from_first_item(history), use_cache=True,
+                       logits_to_keep=1)
         cache = out.past_key_values
         return self.item_logits(out.logits[:, -1]), PrefixCache(
             [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
