@@ -140,6 +140,12 @@ def train(name: str, split: Split, settings: dict, valid: Evaluator, generator: 
 
 
 # ---------------------------------------------------------------------- strategies
+def runs(settings: dict) -> list[tuple[str, str, object]]:
+    """(sweep, model name, strategy): the baselines' top-K, then GPT-2 with every strategy."""
+    baselines = [("main", name, TopK()) for name in MODELS[1:] + ("Popularity",)]
+    return baselines + [(sweep, "GPT-2", strategy) for sweep, strategy in strategies(settings)]
+
+
 def strategies(settings: dict) -> list[tuple[str, object]]:
     """(sweep, strategy) pairs: the main table, then the temperature and sequence sweeps."""
     t, top_k, n = settings["temperature"], settings["top_k"], settings["n_sequences"]
@@ -185,20 +191,18 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
                               f"{len(test.eval_set)} test users")
     models = {name: model for name, (model, _) in trained.items()}
     models["Popularity"] = Popularity(split.train, split.n_items).to(device)
-    runs = [("main", name, TopK()) for name in MODELS[1:] + ("Popularity",)]
-    runs += [(sweep, "GPT-2", strategy) for sweep, strategy in strategies(settings)]
     fits = {name: result for name, (_, result) in trained.items()}
-    table.rows += strategy_rows(models, fits, runs, test, seed, progress)
+    table.rows += strategy_rows(models, fits, runs(settings), test, seed, progress)
     return table
 
 
-def strategy_rows(models: dict, fits: dict[str, FitResult], runs, test: Evaluator, seed: int = 0,
-                  progress: bool = False) -> list[dict]:
-    """One row per ``(sweep, model name, strategy)`` of ``runs``: the lists of
+def strategy_rows(models: dict, fits: dict[str, FitResult], to_run, test: Evaluator,
+                  seed: int = 0, progress: bool = False) -> list[dict]:
+    """One row per ``(sweep, model name, strategy)`` of ``to_run`` (`runs`): the lists of
     ``models[name]`` on the test users, scored by `evaluate_lists`, with the model's selection
     (best epoch, validation next-item NDCG@10) when it was trained (``fits``)."""
     rows = []
-    for sweep, name, strategy in runs:
+    for sweep, name, strategy in to_run:
         lists = generate_lists(models[name], strategy, test.eval_set, HORIZON, seed=seed,
                                progress=progress)
         selection = fits.get(name)
