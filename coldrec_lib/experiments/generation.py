@@ -18,7 +18,8 @@ import torch
 from ..data import Interactions, Sequences, filter_min_counts, last_n_horizon
 from ..data.splits import EvalSet, Split
 from ..evaluation import Evaluator, FullRanking, ResultsTable
-from ..generation import (BeamSearch, Greedy, RankedLists, Sampling, TopK, generate_lists)
+from ..generation import (BeamSearch, Greedy, RankedLists, Sampling, TopK, generate_lists,
+                          seen_items)
 from ..metrics import horizon_curves
 from ..models.bpr_mf import BPRMF, BPRMFConfig, pair_batches
 from ..models.gpt2rec import GPT2Rec, GPT2RecConfig
@@ -164,11 +165,11 @@ def evaluate_lists(lists: torch.Tensor, eval_set: EvalSet, evaluator: Evaluator)
     items already in the user's history (``seen@10``: 0 unless the masking is broken)."""
     result = evaluator.evaluate(RankedLists(eval_set.users, lists, evaluator.n_items))
     rows = torch.arange(len(eval_set))
-    history = eval_set.batch(rows).history
-    seen = (lists.unsqueeze(2) == history.unsqueeze(1)).any(2).float().mean()
+    seen = sum(float(seen_items(eval_set.batch(chunk).history, evaluator.n_items)
+                     .gather(1, lists[chunk]).sum()) for chunk in rows.split(1024)) / lists.numel()
     curves = horizon_curves(lists, eval_set.targets.first(rows, HORIZON))
     columns = {f"{m}": v for m, v in result.metrics.items() if m in METRICS}
-    columns[f"seen@{HORIZON}"] = float(seen)
+    columns[f"seen@{HORIZON}"] = seen
     columns.update({f"hit p{j + 1}": float(v) for j, v in enumerate(curves["hit"].mean(0))})
     columns.update({f"NDCG p<={j + 1}": float(v) for j, v in enumerate(curves["NDCG"].mean(0))})
     return columns
