@@ -23,7 +23,7 @@ def interactions(draw):
     times = draw(st.lists(st.integers(0, 5), min_size=n_rows, max_size=n_rows))  # many ties
     frame = pd.DataFrame({"user": users, "item": [f"i{i}" for i in items], "timestamp": times})
     frame = frame.sample(frac=1.0, random_state=draw(st.integers(0, 99)))  # shuffled rows
-    return Interactions.from_frame(frame, rating=None)
+    return Interactions.from_frame(frame, rating=None, duplicates="keep")  # repeats happen
 
 
 def user_items(data: Interactions) -> dict[int, list[int]]:

@@ -10,15 +10,14 @@ input.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..data import Split, leave_one_out
 from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
 from ..models import (BERT4Rec, BERT4RecConfig, BPRMF, BPRMFConfig, GRU4Rec, GRU4RecConfig,
                       NARM, NARMConfig, Popularity, SASRec, SASRecConfig, pair_batches)
-from ..training import FitResult, default_device, fit, seed_everything
+from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
+                        seed_everything)
 from . import get_data, preset_settings
 
 BACKBONES = {"GRU4Rec": (GRU4Rec, GRU4RecConfig), "NARM": (NARM, NARMConfig),
@@ -29,14 +28,15 @@ SELECTION = "NDCG@10"  # on validation, seen items masked
 
 PRESETS = {
     "smoke": {"synthetic": {"n_users": 300, "n_items": 200}, "max_epochs": 8, "patience": 2,
-              "time_budget": 20.0, "bpr_epochs": 20,
+              "time_budget": None, "bpr_epochs": 20,
               "backbone": {"max_len": 20, "dim": 32, "batch_size": 64, "lr": 3e-3},
               "models": {"SASRec": {"n_layers": 1, "n_heads": 1},
                          "BERT4Rec": {"n_layers": 1, "n_heads": 1}}},
-    "full": {"synthetic": {"n_users": 3000, "n_items": 1500}, "max_epochs": 200, "patience": 5,
-             "time_budget": 90.0, "bpr_epochs": 200,
-             "backbone": {"max_len": 50, "dim": 64, "batch_size": 128, "lr": 1e-3},
-             "models": {"BERT4Rec": {"lr": 2e-3}}},
+    # full: ~8 CPU minutes per seed on ML-100K (one thread): epochs are capped at 25
+    "full": {"synthetic": {"n_users": 3000, "n_items": 1500}, "max_epochs": 25, "patience": 5,
+             "time_budget": None, "bpr_epochs": 100,
+             "backbone": {"max_len": 50, "dim": 64, "batch_size": 128, "lr": 2e-3},
+             "models": {}},
 }
 
 
@@ -48,8 +48,8 @@ def build_backbone(name: str, n_items: int, settings: dict, device=None):
 
 
 def train_backbone(name: str, split: Split, settings: dict, generator: torch.Generator,
-                   device=None, progress: bool = False, callback=None
-                   ) -> tuple[torch.nn.Module, FitResult]:
+                   device=None, progress: bool = False, callback=None,
+                   checkpoints: Checkpoints | None = None) -> tuple[torch.nn.Module, FitResult]:
     """Train one backbone on the split's training sequences; epoch chosen on validation."""
     device = device or default_device()
     model = build_backbone(name, split.n_items, settings, device)
@@ -61,12 +61,13 @@ def train_backbone(name: str, split: Split, settings: dict, generator: torch.Gen
                                                                      device=device),
                  valid, SELECTION, settings["max_epochs"], settings["patience"],
                  progress=progress, desc=name, callback=callback,
-                 time_budget=settings["time_budget"])
+                 time_budget=settings["time_budget"], **checkpoint_args(checkpoints, name))
     return model, result
 
 
 def train_bpr(split: Split, settings: dict, generator: torch.Generator, device=None,
-              progress: bool = False) -> tuple[BPRMF, FitResult]:
+              progress: bool = False, checkpoints: Checkpoints | None = None
+              ) -> tuple[BPRMF, FitResult]:
     device = device or default_device()
     model = BPRMF(split.n_users, split.n_items, BPRMFConfig()).to(device)
     valid = Evaluator(split.valid, PROTOCOLS["full, seen masked"], split.n_items, device=device)
@@ -76,32 +77,35 @@ def train_bpr(split: Split, settings: dict, generator: torch.Generator, device=N
                  lambda epoch: pair_batches(split.train, split.n_items, model.config.batch_size,
                                             generator, device),
                  valid, SELECTION, settings["bpr_epochs"], settings["patience"],
-                 progress=progress, desc="BPR-MF", time_budget=settings["time_budget"])
+                 progress=progress, desc="BPR-MF", time_budget=settings["time_budget"],
+                 **checkpoint_args(checkpoints, "BPR-MF"))
     return model, result
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
-        data_path: str | None = None, progress: bool = False) -> ResultsTable:
-    settings = preset_settings(PRESETS, preset)
+        data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
+        checkpoint_dir=None) -> ResultsTable:
+    settings = preset_settings(PRESETS, preset, overrides)
     generator = seed_everything(seed)
-    data = get_data(dataset, data_path, seed, **settings["synthetic"])
-    split = leave_one_out(data)
+    with phase(f"data: {dataset}", progress):
+        data = get_data(dataset, data_path, seed, **settings["synthetic"])
+        split = leave_one_out(data)
+    checkpoints = Checkpoints.at(checkpoint_dir, split, settings, seed)
     device = default_device()
 
     models = {"Popularity": Popularity(split.train, split.n_items).to(device)}
-    extra = {"Popularity": {"best epoch": 0, "epochs": 0, "train s": 0.0}}
-    trainers = {"BPR-MF": lambda: train_bpr(split, settings, generator, device, progress)}
+    extra = {"Popularity": {"best epoch": 0, "epochs": 0}}
+    trainers = {"BPR-MF": lambda: train_bpr(split, settings, generator, device, progress,
+                                            checkpoints)}
     trainers.update({name: (lambda name=name: train_backbone(name, split, settings, generator,
-                                                             device, progress))
+                                                             device, progress, None, checkpoints))
                      for name in BACKBONES})
     for name, trainer in trainers.items():
-        start = time.perf_counter()
         models[name], result = trainer()
-        extra[name] = {"best epoch": result.best_epoch, "epochs": len(result.history),
-                       "train s": time.perf_counter() - start}
+        extra[name] = {"best epoch": result.best_epoch, "epochs": len(result.history)}
 
     table = ResultsTable(f"Sequential next-item recommendation ({split!r})", data.name, preset)
     tests = {name: Evaluator(split.test, protocol, split.n_items, device=device)
              for name, protocol in PROTOCOLS.items()}
-    evaluate_models(models, tests, table, extra)
+    evaluate_models(models, tests, table, extra, progress=progress)
     return table
