@@ -27,8 +27,9 @@ from ..models.popularity import Popularity
 from ..models.bert4rec import BERT4Rec, BERT4RecConfig
 from ..models.sasrec import SASRec, SASRecConfig
 from ..models.sequential import next_item_batches
-from ..training import FitResult, default_device, fit, seed_everything
-from . import get_data, preset_settings
+from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
+                        seed_everything)
+from . import apply_overrides, get_data, preset_settings
 
 HORIZON = 10
 PROTOCOL = FullRanking(ks=(HORIZON,))
@@ -75,9 +76,11 @@ PRESETS = {
 }
 
 
-def settings_for(dataset: str, preset: str) -> dict:
+def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
+    """The preset's settings for ``dataset`` with ``overrides`` (``{"gpt2.dim": "128"}``)."""
     table = preset_settings(PRESETS, preset)
-    return table.get(dataset, table["*"])
+    return apply_overrides(table.get(dataset, table["*"]), overrides,
+                           f"preset {preset!r} on {dataset}")
 
 
 def load_split(dataset: str, settings: dict, seed: int = 0,
@@ -108,12 +111,14 @@ MODELS = ("GPT-2", "SASRec+", "BERT4Rec", "BPR-MF")
 
 
 def train(name: str, split: Split, settings: dict, valid: Evaluator, generator: torch.Generator,
-          device=None, progress: bool = False) -> tuple[torch.nn.Module, FitResult]:
+          device=None, progress: bool = False,
+          checkpoints: Checkpoints | None = None) -> tuple[torch.nn.Module, FitResult]:
     """Model ``name`` (one of `MODELS`) with the preset's ``settings``, early-stopped on
     validation next-item NDCG@10. GPT-2 learns next-item prediction on every user's last
     ``context + 1`` training items, one window per user per epoch (the paper's loader);
     SASRec+ and BERT4Rec train on their own batches (`SequentialBackbone.epoch_batches`:
-    sliding windows, the cloze task for BERT4Rec)."""
+    sliding windows, the cloze task for BERT4Rec). With ``checkpoints`` a finished model is
+    loaded instead of trained again."""
     sequences = split.train_sequences()
     if name == "GPT-2":
         config = GPT2RecConfig(**settings["gpt2"])
@@ -136,7 +141,8 @@ def train(name: str, split: Split, settings: dict, valid: Evaluator, generator: 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=getattr(config, "weight_decay", 0.0))
     result = fit(model, optimizer, batches, valid, "NDCG@10", settings["max_epochs"],
-                 settings["patience"], progress=progress, desc=name)
+                 settings["patience"], progress=progress, desc=name,
+                 **checkpoint_args(checkpoints, name))
     return model, result
 
 
@@ -176,15 +182,17 @@ def evaluate_lists(lists: torch.Tensor, eval_set: EvalSet, evaluator: Evaluator)
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
-        data_path: str | None = None, progress: bool = False) -> ResultsTable:
-    settings = settings_for(dataset, preset)
+        data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
+        checkpoint_dir=None) -> ResultsTable:
+    settings = settings_for(dataset, preset, overrides)
     data, split = load_split(dataset, settings, seed, data_path)
     device = default_device()
     valid = Evaluator(first_targets(split.valid, 1), PROTOCOL, split.n_items, device=device)
     test = Evaluator(first_targets(split.test, HORIZON), PROTOCOL, split.n_items, device=device)
 
-    trained = {name: train(name, split, settings, valid, seed_everything(seed), device, progress)
-               for name in MODELS}
+    checkpoints = Checkpoints.at(checkpoint_dir, split, settings, seed)
+    trained = {name: train(name, split, settings, valid, seed_everything(seed), device, progress,
+                           checkpoints) for name in MODELS}
 
     table = ResultsTable(f"Generation strategies over the last {HORIZON} items ({split.description}"
                          f", seed {seed})", data.name, preset)
