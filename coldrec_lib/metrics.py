@@ -106,3 +106,23 @@ def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
         out[f"MAP@{k}"] = (top_k * precision_at_i).sum(1) / capped
         out[f"MRR@{k}"] = out["MRR"] * (first_rank <= k)
     return out, top
+
+
+def horizon_curves(top: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-position curves of recommendation lists ``top [B, k]`` against chronological held-out
+    items ``targets [B, T]`` (`05_autoregressive_generation`, section "Per-position curves"):
+
+    * ``"hit"``  ``[B, T]``: 1 if the item at horizon position j is in the list (HR@k of that
+      item alone);
+    * ``"NDCG"`` ``[B, T]``: NDCG@k against the items at positions ``<= j`` as a set (so column
+      ``T - 1`` is the set NDCG@k of `ranking_metrics` over the whole horizon).
+    """
+    if (targets == 0).any():
+        raise ValueError("horizon_curves needs every user to have T held-out items (no PAD)")
+    match = top.unsqueeze(2) == targets.unsqueeze(1)                    # [B, k, T]
+    # the horizon position of each listed item (T when it is not held out)
+    position = torch.where(match.any(2), match.float().argmax(2), targets.shape[1])
+    k = top.shape[1]
+    ndcg = [ndcg_from_hits(position <= j, torch.full_like(position[:, 0], j + 1), k)
+            for j in range(targets.shape[1])]
+    return {"hit": match.any(1).float(), "NDCG": torch.stack(ndcg, 1)}
