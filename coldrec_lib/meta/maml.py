@@ -138,9 +138,13 @@ class MAML(nn.Module):
         return self.config.second_order and self.iteration >= self.config.first_order_iterations
 
     def loss(self, tasks: MeloTasks) -> torch.Tensor:
-        """The meta-training objective: mean over tasks of ``Σ_s v_s L_query(θ_i^{s+1})``."""
+        """The meta-training objective: mean over tasks of ``Σ_s v_s L_query(θ_i^{s+1})``; in
+        training mode each call is one outer iteration of the schedules."""
         losses, _ = self.adapt(tasks, create_graph=self.second_order())
-        return (losses * self.step_weights().to(losses.device)).sum(1).mean()
+        loss = (losses * self.step_weights().to(losses.device)).sum(1).mean()
+        if self.training:
+            self.iteration += 1
+        return loss
 
     def predict(self, tasks: MeloTasks) -> torch.Tensor:
         """Adapt on each support set (no second-order graph), then predict each task's target

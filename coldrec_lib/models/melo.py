@@ -123,3 +123,22 @@ def meta_optimizer(maml: MAML, config: MELOConfig) -> torch.optim.Optimizer:
                "lr": config.lr_lr},
               {"params": list(maml.inner_loss.parameters()), "lr": config.loss_lr}]
     return torch.optim.Adam([g for g in groups if g["params"]])
+
+
+class BasicRater(nn.Module):
+    """The "Basic" row of the paper's tables: the same backbone and rating head trained on the
+    same tasks by plain regression (support positions and query targets), with no adaptation."""
+
+    def __init__(self, backbone: nn.Module, max_rating: int = 5):
+        super().__init__()
+        self.model, self.scale = RatingOutput(backbone, max_rating), float(max_rating)
+
+    def loss(self, tasks) -> torch.Tensor:
+        support = masked_mse(self.model(tasks.support_items), tasks.support_ratings / self.scale,
+                             tasks.support_items != PAD)
+        query = self.model(tasks.query_items)[..., -1] - tasks.query_ratings[..., -1] / self.scale
+        return (support + (query ** 2).mean()) / 2
+
+    def predict(self, tasks) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(tasks.query_items[:, 0])[:, -1] * self.scale
