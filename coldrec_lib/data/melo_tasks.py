@@ -8,7 +8,8 @@ evaluation, a random contiguous window in training). Its last item is the **targ
 * **support**: up to ``n_support`` distinct contiguous sub-windows (length ``>= min_window``) of the
   window *minus* its target, drawn without replacement, so the target's rating is never seen.
 
-Every row is left-padded with `PAD` to ``max_len``; ratings are 0 at padding; a support slot
+Every row is left-padded with `PAD` to ``max_len``; ratings are 0 at padding; support rows come
+longest first (so a model can skip most of the padding, `MAML`'s ``trim_padding``) and a slot
 that is all padding is unused (a short window has fewer sub-windows than ``n_support``). All of it
 is gathered with tensor indexing over the flat `Sequences` layout, with no per-user Python loop.
 Taught in `02_melo`, section "Tasks".
@@ -113,8 +114,10 @@ def melo_tasks(sequences: Sequences, users, max_len: int = 30, n_support: int = 
     keys = torch.rand(fits.shape, generator=generator).masked_fill(~fits, float("inf"))
     keys, chosen = keys.topk(min(n_support, keys.shape[1]), dim=1, largest=False)
     used = keys.isfinite()                                             # [T, S]
+    size = length[chosen].masked_fill(~used, 0)
+    size, order = size.sort(dim=1, descending=True, stable=True)  # longest rows first
+    chosen, used = chosen.gather(1, order), used.gather(1, order)
     first = (end - n).unsqueeze(1) + start[chosen]                     # flat index of row start
-    size = length[chosen]
     index = first.unsqueeze(2) + slot - (max_len - size).unsqueeze(2)  # [T, S, L]
     index = torch.where((slot >= (max_len - size).unsqueeze(2)) & used.unsqueeze(2), index, -1)
 

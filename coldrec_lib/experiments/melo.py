@@ -127,14 +127,15 @@ def make_backbone(name: str, n_items: int, dim: int, max_len: int):
 
 def split_users(data: Interactions, n_test: int | float, valid_fraction: float, seed: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded random users: ``n_test`` test users (a count or a fraction), then
-    ``valid_fraction`` of the rest for validation (the original leaves that split unseeded)."""
+    """Seeded random users -> (train, valid, test): ``n_test`` test users (a count or a
+    fraction), then ``valid_fraction`` of the rest for validation (the original leaves that
+    split unseeded)."""
     users = np.random.default_rng(seed).permutation(data.frame["user"].unique())
     n_test = int(round(n_test * len(users))) if isinstance(n_test, float) else int(n_test)
     if not 0 < n_test < len(users) - 1:
         raise ValueError(f"n_test must leave users for training; got {n_test} of {len(users)}")
     n_valid = max(1, int(round(valid_fraction * (len(users) - n_test))))
-    parts = users[:n_test], users[n_test:n_test + n_valid], users[n_test + n_valid:]
+    parts = users[n_test + n_valid:], users[n_test:n_test + n_valid], users[:n_test]
     return tuple(torch.as_tensor(np.sort(p), dtype=torch.long) for p in parts)
 
 

@@ -13,7 +13,11 @@ it trainable. Taught in `02_melo`, sections "MAML" and "MAML++":
 * **derivative-order annealing**: first-order gradients (the inner gradients treated as
   constants) for the first ``first_order_iterations`` iterations, second order afterwards;
 * the support loss is pluggable (``inner_loss``): plain squared error for MAML, MELO's learned
-  loss network for MELO; its parameters are meta-learned *through* the inner loop (second order).
+  loss network for MELO; its parameters are meta-learned *through* the inner loop (second order);
+* **padding trimmed**: support sub-windows are ~10 items long on average but padded to 30; the
+  rows (longest first) run in chunks of ``chunk_rows``, each cut to the longest row of that chunk
+  over the meta-batch (left padding never changes a backbone's real positions), about half the
+  FLOPs of running every row at full length.
 
 The adapted parameters of the T tasks are computed at once: ``torch.func.vmap`` over tasks of a
 function that calls ``torch.func.grad`` of ``functional_call(model, params, ...)`` S times; no
@@ -23,11 +27,13 @@ the vectorised path is tested and benchmarked against.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..data.interactions import PAD
 from ..data.melo_tasks import MeloTasks
@@ -41,6 +47,8 @@ class MAMLConfig:
     second_order: bool = True
     first_order_iterations: int = 0      # derivative-order annealing (0: second order throughout)
     multi_step_iterations: int = 1000    # MSL anneals to the last step over this many iterations
+    trim_padding: bool = True            # run support rows in chunks cut to their longest row
+    chunk_rows: int = 5
 
 
 def multi_step_weights(steps: int, iteration: int, anneal_iterations: int) -> torch.Tensor:
@@ -57,20 +65,24 @@ def multi_step_weights(steps: int, iteration: int, anneal_iterations: int) -> to
     return weights
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-               weight: torch.Tensor | float = 1.0) -> torch.Tensor:
-    """Mean over the non-padded positions of ``weight * (pred - target)²``."""
-    return (weight * (pred - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the non-padded positions of ``(pred - target)²``."""
+    return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
 
 
 class SquaredError(nn.Module):
-    """The plain MAML support loss: squared error over all non-padded positions."""
+    """The plain MAML support loss: squared error at every position.
+
+    The inner-loss contract: ``task_state(support_items, support_ratings) -> [T, S, L, ...]``, a
+    state per support position computed for the whole meta-batch at once, and
+    ``forward(state, pred, target, step) -> [rows, L]``, the loss at every position (MAML
+    averages it over the non-padded ones)."""
 
     def task_state(self, support_items: torch.Tensor, support_ratings: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(len(support_items))
+        return torch.zeros(support_items.shape)
 
-    def forward(self, state, pred, target, mask, step: int) -> torch.Tensor:
-        return masked_mse(pred, target, mask)
+    def forward(self, state, pred, target, step: int) -> torch.Tensor:
+        return (pred - target) ** 2
 
 
 class MAML(nn.Module):
@@ -97,9 +109,30 @@ class MAML(nn.Module):
     def _predict(self, params, items):
         return functional_call(self.model, params, (items,))
 
-    def _support_loss(self, params, state, items, ratings, step):
-        return self.inner_loss(state, self._predict(params, items), ratings / self.scale,
-                               items != PAD, step)
+    def _support_loss(self, params, state, items, ratings, step, chunks):
+        """The inner loss of one task, over the non-padded positions of its support rows, run
+        in ``chunks`` of ``(first row, last row, columns)``."""
+        total = 0.0
+        for first, last, columns in chunks:
+            rows = slice(first, last)
+            cut = (rows, slice(items.shape[-1] - columns, None))
+            losses = self.inner_loss(state[cut], self._predict(params, items[cut]),
+                                     ratings[cut] / self.scale, step)
+            total = total + (losses * (items[cut] != PAD)).sum()
+        return total / (items != PAD).sum().clamp(min=1)
+
+    def support_chunks(self, support_items: torch.Tensor) -> list[tuple[int, int, int]]:
+        """``(first row, last row, columns)`` per chunk of support rows: every row at full length,
+        or (``trim_padding``) chunks of ``chunk_rows`` rows cut to their longest row over the
+        meta-batch ``[T, S, L]``; all-padding chunks are dropped."""
+        n_rows, length = support_items.shape[-2:]
+        if not self.config.trim_padding:
+            return [(0, n_rows, length)]
+        real = (support_items != PAD).sum(-1).reshape(-1, n_rows).amax(0).tolist()  # [S]
+        step = self.config.chunk_rows
+        chunks = [(r, min(r + step, n_rows), max(real[r:r + step]))
+                  for r in range(0, n_rows, step)]
+        return [chunk for chunk in chunks if chunk[2] > 0]
 
     def _query_loss(self, params, items, ratings):
         """Squared error on the target (last position) of every query suffix, and the predictions
@@ -107,12 +140,13 @@ class MAML(nn.Module):
         pred = self._predict(params, items)[:, -1]
         return ((pred - ratings[:, -1] / self.scale) ** 2).mean(), pred * self.scale
 
-    def _adapt(self, params, lrs, state, s_items, s_ratings, q_items, q_ratings, create_graph):
+    def _adapt(self, params, lrs, state, s_items, s_ratings, q_items, q_ratings, chunks,
+               create_graph):
         """The inner loop of one task: query losses after every step ``[S]`` and the final
         predictions for its query rows ``[Q]``."""
         losses = []
         for step in range(self.config.inner_steps):
-            grads = grad(self._support_loss)(params, state, s_items, s_ratings, step)
+            grads = grad(self._support_loss)(params, state, s_items, s_ratings, step, chunks)
             if not create_graph:
                 grads = {k: g.detach() for k, g in grads.items()}
             params = {k: p - lrs[k][step] * grads[k] for k, p in params.items()}
@@ -125,10 +159,12 @@ class MAML(nn.Module):
         """All tasks at once: query losses ``[T, S]`` and final query predictions ``[T, Q]``."""
         params = dict(self.model.named_parameters())
         state = self.inner_loss.task_state(tasks.support_items, tasks.support_ratings)
-        batched = vmap(self._adapt, in_dims=(None, None, 0, 0, 0, 0, 0, None),
+        batched = vmap(self._adapt, in_dims=(None, None, 0, 0, 0, 0, 0, None, None),
                        randomness="different")
-        return batched(params, self.inner_lrs(), state, tasks.support_items,
-                       tasks.support_ratings, tasks.query_items, tasks.query_ratings, create_graph)
+        with second_order_attention(create_graph):
+            return batched(params, self.inner_lrs(), state, tasks.support_items,
+                           tasks.support_ratings, tasks.query_items, tasks.query_ratings,
+                           self.support_chunks(tasks.support_items), create_graph)
 
     def step_weights(self) -> torch.Tensor:
         c = self.config
@@ -154,24 +190,37 @@ class MAML(nn.Module):
         return pred[:, 0]
 
 
+def second_order_attention(enabled: bool):
+    """``scaled_dot_product_attention``'s fused CPU kernel has no double backward: second-order
+    MAML through attention (SASRec, BERT4Rec) needs the math kernel."""
+    return sdpa_kernel(SDPBackend.MATH) if enabled else nullcontext()
+
+
 def query_losses_loop(maml: MAML, tasks: MeloTasks, create_graph: bool = True) -> torch.Tensor:
     """The authors' shape: tasks adapted one by one, each inner step a ``torch.autograd.grad``
-    (``create_graph`` for second order). Query losses ``[T, S]``; the reference for `MAML.adapt`."""
+    (``create_graph`` for second order), every support row at full length as theirs.
+    Query losses ``[T, S]``; the reference for `MAML.adapt`."""
     names = [name for name, _ in maml.model.named_parameters()]
     lrs = maml.inner_lrs()
     state = maml.inner_loss.task_state(tasks.support_items, tasks.support_ratings)
     all_losses = []
-    for t in range(len(tasks)):
-        params = dict(maml.model.named_parameters())
-        losses = []
-        for step in range(maml.config.inner_steps):
-            support = maml._support_loss(params, state[t], tasks.support_items[t],
-                                         tasks.support_ratings[t], step)
-            grads = torch.autograd.grad(support, list(params.values()), create_graph=create_graph)
-            params = {k: params[k] - lrs[k][step] * g for k, g in zip(names, grads)}
-            losses.append(maml._query_loss(params, tasks.query_items[t], tasks.query_ratings[t])[0])
-        all_losses.append(torch.stack(losses))
+    with second_order_attention(create_graph):
+        for t in range(len(tasks)):
+            all_losses.append(_task_losses_loop(maml, tasks, state, lrs, names, t, create_graph))
     return torch.stack(all_losses)
+
+
+def _task_losses_loop(maml, tasks, state, lrs, names, t, create_graph) -> torch.Tensor:
+    params = dict(maml.model.named_parameters())
+    losses = []
+    for step in range(maml.config.inner_steps):
+        support = maml._support_loss(params, state[t], tasks.support_items[t],
+                                     tasks.support_ratings[t], step,
+                                     [(0, *tasks.support_items.shape[1:])])
+        grads = torch.autograd.grad(support, list(params.values()), create_graph=create_graph)
+        params = {k: params[k] - lrs[k][step] * g for k, g in zip(names, grads)}
+        losses.append(maml._query_loss(params, tasks.query_items[t], tasks.query_ratings[t])[0])
+    return torch.stack(losses)
 
 
 def _key(name: str) -> str:

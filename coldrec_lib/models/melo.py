@@ -2,7 +2,7 @@
 loop of MAML++ minimises a *learned*, task-adaptive loss instead of the plain squared error.
 
 Both networks weight the squared error of every non-padded support position,
-``L_support = Σ_p w_p (ŷ_p - y_p)² / #positions``, and are meta-learned through the inner loop
+``L_support = Σ_p w_p (ŷ_p - y_p)² / #positions`` (the inner-loss contract of `meta.maml`), and are meta-learned through the inner loop
 (their parameters reach the query loss only through the adapted backbone: second order).
 Taught in `02_melo`, section "The learned loss".
 
@@ -63,8 +63,8 @@ class TaskStateLoss(nn.Module):
         hidden, _ = self.lstm(x, start)
         return self.out(hidden).squeeze(-1).abs().reshape(t, s, length)
 
-    def forward(self, weights, pred, target, mask, step: int) -> torch.Tensor:
-        return masked_mse(pred, target, mask, weights)
+    def forward(self, weights, pred, target, step: int) -> torch.Tensor:
+        return weights * (pred - target) ** 2
 
 
 class MetalLoss(nn.Module):
@@ -76,20 +76,19 @@ class MetalLoss(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(5, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def task_state(self, support_items: torch.Tensor, support_ratings: torch.Tensor) -> torch.Tensor:
-        """Mean and standard deviation of each task's support ratings (rating / max_rating):
-        ``[T, 2]``."""
+        """Mean and standard deviation of each task's support ratings (rating / max_rating), at
+        every support position: ``[T, S, L, 2]``."""
         mask = (support_items != PAD).float()
         n = mask.sum((1, 2)).clamp(min=1)
         y = support_ratings / self.max_rating
         mean = (y * mask).sum((1, 2)) / n
         std = (((y - mean[:, None, None]) ** 2 * mask).sum((1, 2)) / n).sqrt()
-        return torch.stack([mean, std], 1)
+        return torch.stack([mean, std], -1)[:, None, None, :].expand(*support_items.shape, 2)
 
-    def forward(self, state, pred, target, mask, step: int) -> torch.Tensor:
-        features = torch.stack([state[0].expand_as(pred), state[1].expand_as(pred), target, pred,
-                                (pred - target) ** 2], -1)
-        weights = self.mlp(features).squeeze(-1).abs()
-        return masked_mse(pred, target, mask, weights)
+    def forward(self, state, pred, target, step: int) -> torch.Tensor:
+        error = (pred - target) ** 2
+        features = torch.cat([state, torch.stack([target, pred, error], -1)], -1)
+        return self.mlp(features).squeeze(-1).abs() * error
 
 
 class RatingOutput(nn.Module):
@@ -134,9 +133,12 @@ class BasicRater(nn.Module):
         self.model, self.scale = RatingOutput(backbone, max_rating), float(max_rating)
 
     def loss(self, tasks) -> torch.Tensor:
-        support = masked_mse(self.model(tasks.support_items), tasks.support_ratings / self.scale,
-                             tasks.support_items != PAD)
-        query = self.model(tasks.query_items)[..., -1] - tasks.query_ratings[..., -1] / self.scale
+        length = tasks.support_items.shape[-1]
+        items = tasks.support_items.reshape(-1, length)
+        support = masked_mse(self.model(items), tasks.support_ratings.reshape(-1, length)
+                             / self.scale, items != PAD)
+        query = (self.model(tasks.query_items.reshape(-1, length))[:, -1]
+                 - tasks.query_ratings[..., -1].reshape(-1) / self.scale)
         return (support + (query ** 2).mean()) / 2
 
     def predict(self, tasks) -> torch.Tensor:
