@@ -39,7 +39,7 @@ class MELOConfig:
     maml: MAMLConfig = field(default_factory=MAMLConfig)
     outer_lr: float = 1e-3        # backbone, cosine-annealed to outer_lr_min
     outer_lr_min: float = 1e-4
-    lr_lr: float = 1e-2           # Adam on the log inner learning rates
+    lr_lr: float = 0.05           # Adam on the log inner learning rates
     loss_lr: float = 0.1          # Adam on the loss network (the paper's 0.1)
     grad_clip: float = 5.0
 
