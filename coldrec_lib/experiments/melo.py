@@ -48,7 +48,7 @@ PRESETS = {
         "min_item": 1, "min_user": 5, "n_test": 0.2, "valid_fraction": 0.15,
         "backbones": ("sasrec", "gru4rec"), "dim": 16, "max_len": 10, "n_support": 6,
         "n_query": 2, "meta_batch": 8, "iterations": 10, "eval_every": 5,
-        "basic_iterations": 40,
+        "basic_iterations": 60, "basic_batch": 32,
         "melo": MELOConfig(maml=MAMLConfig(multi_step_iterations=20)),
     },
     "full": {
@@ -56,7 +56,7 @@ PRESETS = {
         "min_item": 50, "min_user": 5, "n_test": 1000, "valid_fraction": 0.15,
         "backbones": ("gru4rec", "narm", "sasrec", "bert4rec"), "dim": 32, "max_len": 30,
         "n_support": 25, "n_query": 3, "meta_batch": 16, "iterations": 2000, "eval_every": 100,
-        "basic_iterations": 4000, "melo": MELOConfig(),
+        "basic_iterations": 4000, "basic_batch": 64, "melo": MELOConfig(),
         # ML-100K (the CPU reference, <= ~8 min a seed on one core): 943 users, so 200 test
         # users, two backbones and 40 meta-iterations on top of the pre-trained Basic
         "datasets": {"ml-100k": {"n_test": 200, "iterations": 40, "eval_every": 20,
@@ -162,6 +162,7 @@ def train_model(method: str, backbone_name: str, n_items: int, config: dict,
     if start is not None:
         backbone.load_state_dict(start.model.backbone.state_dict())
     iterations = config["basic_iterations" if method == "Basic" else "iterations"]
+    batch_size = config["basic_batch" if method == "Basic" else "meta_batch"]
     if method == "Basic":
         model = BasicRater(backbone, melo.max_rating).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=melo.outer_lr)
@@ -177,7 +178,7 @@ def train_model(method: str, backbone_name: str, n_items: int, config: dict,
 
     def batches(epoch):
         for _ in range(config["eval_every"]):
-            picks = torch.randint(len(train_users), (config["meta_batch"],), generator=generator)
+            picks = torch.randint(len(train_users), (batch_size,), generator=generator)
             yield melo_tasks(sequences, train_users[picks], config["max_len"], config["n_support"],
                              config["n_query"], max_rating=melo.max_rating, train=True,
                              generator=generator).to(device)
@@ -186,7 +187,7 @@ def train_model(method: str, backbone_name: str, n_items: int, config: dict,
                   max_epochs=n_epochs, patience=n_epochs, grad_clip=melo.grad_clip,
                   scheduler=scheduler, progress=progress, desc=f"{backbone_name} {method}")
     seconds = sum(row["seconds"] for row in history.history)
-    tasks = n_epochs * config["eval_every"] * config["meta_batch"]
+    tasks = n_epochs * config["eval_every"] * batch_size
     diagnostics = {"best_iteration": history.best_epoch * config["eval_every"],
                    "valid_RMSE": -history.best_value, "history": history,
                    "train_tasks_per_s": tasks / seconds}
