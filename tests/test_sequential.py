@@ -1,0 +1,195 @@
+"""The four sequential backbones on one contract: padding, causality, BERT4Rec's masking, the
+rating head's range, functional calls (MELO), the losses, and that each one can learn."""
+import pytest
+import torch
+from torch.func import functional_call
+
+from coldrec_lib.data import PAD, Sequences
+from coldrec_lib.data.splits import EvalBatch
+from coldrec_lib.models.bert4rec import BERT4Rec, BERT4RecConfig
+from coldrec_lib.models.gru4rec import GRU4Rec, GRU4RecConfig
+from coldrec_lib.models.narm import NARM, NARMConfig
+from coldrec_lib.models.sasrec import SASRec, SASRecConfig
+from coldrec_lib.models.sequential import (cloze_batches, next_item_batches,
+                                           twice_differentiable)
+
+N_ITEMS = 30
+BACKBONES = {
+    "GRU4Rec": lambda **kw: GRU4Rec(N_ITEMS, GRU4RecConfig(**{"n_layers": 2, **kw})),
+    "NARM": lambda **kw: NARM(N_ITEMS, NARMConfig(**kw)),
+    "SASRec": lambda **kw: SASRec(N_ITEMS, SASRecConfig(**{"n_heads": 2, **kw})),
+    "BERT4Rec": lambda **kw: BERT4Rec(N_ITEMS, BERT4RecConfig(**kw)),
+}
+CAUSAL = ["GRU4Rec", "NARM", "SASRec"]
+
+
+def make(name, **overrides):
+    torch.manual_seed(0)
+    return BACKBONES[name](**{"max_len": 8, "dim": 16, **overrides}).eval()
+
+
+def as_batch(history: torch.Tensor) -> EvalBatch:
+    return EvalBatch(torch.arange(len(history)), history, torch.ones(len(history), 1).long())
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_left_padding_changes_no_output(name):
+    model = make(name)
+    sequence = torch.tensor([[4, 9, 2, 7]])
+    hidden, scores = model.encode(sequence), model.score(as_batch(sequence))
+    ratings = model.predict_ratings(sequence)
+    for n_pad in (1, 4):
+        padded = torch.cat([torch.zeros(1, n_pad, dtype=torch.long), sequence], 1)
+        torch.testing.assert_close(model.encode(padded)[:, n_pad:], hidden)
+        assert (model.encode(padded)[:, :n_pad] == 0).all()
+        torch.testing.assert_close(model.score(as_batch(padded)), scores)
+        torch.testing.assert_close(model.predict_ratings(padded)[:, n_pad:], ratings)
+    # rows of different lengths in one batch match the rows alone
+    batch = torch.tensor([[0, 0, 0, 5, 6], [1, 2, 3, 4, 7]])
+    together = model.score(as_batch(batch))
+    torch.testing.assert_close(together[0], model.score(as_batch(batch[:1, 3:]))[0])
+    torch.testing.assert_close(together[1], model.score(as_batch(batch[1:]))[0])
+    assert torch.isinf(scores[:, PAD]).all() and torch.isfinite(scores[:, 1:]).all()
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_causal_models_never_read_the_future(name):
+    model = make(name)
+    a = torch.tensor([[0, 3, 4, 5, 6, 7]])
+    b = a.clone()
+    b[0, 4:] = torch.tensor([20, 21])
+    hidden_a, hidden_b = model.encode(a), model.encode(b)
+    assert not torch.allclose(hidden_a[:, 4:], hidden_b[:, 4:])
+    if name in CAUSAL:
+        torch.testing.assert_close(hidden_a[:, :4], hidden_b[:, :4])
+    else:  # BERT4Rec is bidirectional: earlier positions do read later items
+        assert not torch.allclose(hidden_a[:, :4], hidden_b[:, :4])
+
+
+def test_bert4rec_never_sees_the_masked_item():
+    model = make("BERT4Rec")
+    sequences = Sequences(torch.tensor([3, 4, 5, 6, 7, 8, 9, 10]), torch.tensor([0, 8]))
+    changed = Sequences(sequences.items.clone(), sequences.offsets)
+    inputs, targets = next(cloze_batches(sequences, 8, 4, torch.Generator().manual_seed(1),
+                                         model.mask_token, mask_prob=0.4))
+    masked = targets != PAD
+    assert masked.any() and (inputs[masked] == model.mask_token).all()
+    changed.items[masked[0]] = 25  # change every masked item
+    inputs2, targets2 = next(cloze_batches(changed, 8, 4, torch.Generator().manual_seed(1),
+                                           model.mask_token, mask_prob=0.4))
+    assert torch.equal(inputs, inputs2) and not torch.equal(targets, targets2)
+    torch.testing.assert_close(model.encode(inputs2)[masked], model.encode(inputs)[masked])
+    # at inference the state that scores the next item is [MASK]'s, appended after the history
+    history = torch.tensor([[3, 4, 5]])
+    expected = model.encode(torch.tensor([[3, 4, 5, model.mask_token]]))[:, -1]
+    torch.testing.assert_close(model.next_item_hidden(history), expected)
+    assert model.score(as_batch(history)).shape == (1, N_ITEMS + 1)  # [MASK] is never scored
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_rating_head_stays_in_range(name):
+    model = make(name, rating_range=(1.0, 5.0))
+    items = torch.randint(1, N_ITEMS + 1, (6, 8))
+    for scale in (0.0, 1.0, 1e4, -1e4):
+        with torch.no_grad():
+            model.rating_weight.fill_(scale)
+            model.rating_bias.fill_(scale)
+        ratings = model.predict_ratings(items)
+        assert ratings.shape == items.shape
+        assert ((ratings >= 1.0) & (ratings <= 5.0)).all()
+    for bias, bound in ((-1e4, 1.0), (1e4, 5.0)):  # saturates at the bound, never beyond
+        with torch.no_grad():
+            model.rating_weight.zero_()
+            model.rating_bias.fill_(bias)
+        assert torch.equal(model.predict_ratings(items), torch.full(items.shape, bound))
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_functional_call_second_order(name):
+    """MELO's inner loop: ``functional_call`` equals the module, and a second-order gradient
+    flows through one inner step to every parameter used."""
+    model = make(name, dropout=0.0)
+    items = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9]])
+    ratings = torch.tensor([[0.0, 2.0, 5.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
+    params = dict(model.named_parameters())
+    out = functional_call(model, params, (items,), {"output": "ratings"})
+    torch.testing.assert_close(out, model.predict_ratings(items))
+    real = items != PAD
+    with twice_differentiable():
+        out = functional_call(model, params, (items,), {"output": "ratings"})
+        inner = ((out - ratings)[real] ** 2).mean()
+        grads = torch.autograd.grad(inner, list(params.values()), create_graph=True,
+                                    allow_unused=True)
+        fast = {k: p if g is None else p - 0.5 * g for (k, p), g in zip(params.items(), grads)}
+        outer = ((functional_call(model, fast, (items,), {"output": "ratings"}) - ratings)[real]
+                 ** 2).mean()
+        meta = torch.autograd.grad(outer, [model.rating_weight, model.items.weight])
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in meta)
+
+
+def cyclic_sequences(n_users=24, length=12):
+    """Each user walks the catalogue in steps of one: the next item is always ``i + 1``."""
+    starts = torch.arange(n_users) % (N_ITEMS - length) + 1
+    items = (starts.unsqueeze(1) + torch.arange(length)).reshape(-1)
+    return Sequences(items, torch.arange(0, n_users * length + 1, length))
+
+
+@pytest.mark.parametrize("name,loss", [(n, "ce") for n in BACKBONES]
+                         + [("SASRec", "bce"), ("GRU4Rec", "bpr")])
+def test_each_backbone_overfits_a_tiny_dataset(name, loss):
+    # BERT4Rec learns from ~mask_prob of the items per window only: more, overlapping windows
+    stride = 2 if name == "BERT4Rec" else 4
+    model = make(name, dropout=0.0, loss=loss, n_negatives=4, batch_size=8, stride=stride)
+    if name == "NARM":
+        model.context_drop.p = 0.0
+    sequences = cyclic_sequences()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    epoch_losses = []
+    for _ in range(40):
+        losses = []
+        for batch in model.epoch_batches(sequences, generator):
+            loss_value = model.loss(batch)
+            optimizer.zero_grad()
+            loss_value.backward()
+            optimizer.step()
+            losses.append(float(loss_value.detach()))
+        epoch_losses.append(sum(losses) / len(losses))
+    model.eval()
+    users = torch.arange(sequences.n_users)
+    window = sequences.window(users, torch.full_like(users, 3), 7)  # items 4..10 of each user
+    predicted = model.score(as_batch(window[:, :-1])).argmax(1)
+    accuracy = (predicted == window[:, -1]).float().mean()
+    assert epoch_losses[-1] < 0.5 * epoch_losses[0]
+    assert accuracy >= 0.8, f"{name} ({loss}) predicts the next item for {accuracy:.0%} only"
+
+
+def test_score_candidates_match_full_scores():
+    model = make("NARM")
+    history = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9]])
+    candidates = torch.tensor([[1, 2, 30], [PAD, 5, 11]])
+    full = model.score(as_batch(history))
+    picked = model.score_candidates(as_batch(history), candidates)
+    torch.testing.assert_close(picked, full.gather(1, candidates))
+
+
+def test_sampled_losses_need_negatives_and_bad_configs_get_clear_errors():
+    model = make("SASRec", loss="bce")
+    sequences = cyclic_sequences(4, 5)
+    plain = next(next_item_batches(sequences, 8, 4, torch.Generator()))
+    with pytest.raises(ValueError, match="negatives"):
+        model.loss(plain)
+    with_negatives = next(model.epoch_batches(sequences, torch.Generator()))
+    assert with_negatives[2].shape == (*with_negatives[1].shape, 1)
+    assert torch.isfinite(model.loss(with_negatives))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        make("GRU4Rec", loss="top1")
+    with pytest.raises(ValueError, match="rating_range"):
+        make("NARM", rating_range=(5.0, 1.0))
+    with pytest.raises(ValueError, match="max_len >= 2"):
+        make("BERT4Rec", max_len=1)
+    with pytest.raises(ValueError, match="exceed max_len"):
+        make("GRU4Rec").encode(torch.ones(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="'hidden' or 'ratings'"):
+        make("GRU4Rec")(torch.ones(1, 3, dtype=torch.long), output="logits")
