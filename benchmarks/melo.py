@@ -87,7 +87,7 @@ def tasks_per_s(step, maml, optimizer, batches) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backbones", nargs="+", default=["sasrec", "gru4rec"])
+    parser.add_argument("--backbones", nargs="+", default=["sasrec", "bert4rec"])
     parser.add_argument("--iterations", type=int, default=3, help="timed meta-batches per path")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
