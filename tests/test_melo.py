@@ -96,3 +96,19 @@ def test_task_state_encoder_weights_every_position():
     weights = TaskStateLoss().task_state(ratings.long(), ratings)
     assert weights.shape == ratings.shape and (weights >= 0).all()
     assert not torch.allclose(weights[0, 0, 2:], weights[0, 0, 2:].mean())  # depends on ratings
+
+
+def test_experiment_runs_and_is_reproducible(monkeypatch):
+    from coldrec_lib.experiments import melo as experiment
+    tiny = dict(experiment.PRESETS["smoke"], backbones=("sasrec",), iterations=2, eval_every=1,
+                basic_iterations=2, synthetic={"n_users": 80, "n_items": 40, "min_len": 6,
+                                               "max_len": 15})
+    monkeypatch.setitem(experiment.PRESETS, "smoke", tiny)
+    first = experiment.run("synthetic", "smoke", seed=3).to_frame()
+    again = experiment.run("synthetic", "smoke", seed=3).to_frame()
+    assert list(first["model"]) == list(experiment.METHODS)
+    assert (first["RMSE"] > 0).all() and (first["MAE"] <= first["RMSE"]).all()
+    assert {f"RMSE@{r}" for r in range(1, 6)} <= set(first.columns)
+    pd.testing.assert_frame_equal(first, again)  # the same seed gives the same numbers
+    with pytest.raises(ValueError, match="'gru5rec'"):
+        experiment.run("synthetic", "smoke", backbones=("gru5rec",))

@@ -193,7 +193,7 @@ def train_model(method: str, backbone_name: str, n_items: int, config: dict,
                    "valid_RMSE": -history.best_value, "history": history,
                    "train_tasks_per_s": tasks / seconds}
     if method != "Basic":
-        diagnostics["inner_lr_mean"] = float(torch.cat(list(model.inner_lrs().values())).mean())
+        diagnostics["inner_lr_mean"] = float(torch.cat(list(model.inner_lrs().values())).detach().mean())
     return model, diagnostics
 
 

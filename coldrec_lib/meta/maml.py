@@ -27,7 +27,6 @@ the vectorised path is tested and benchmarked against.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -161,7 +160,7 @@ class MAML(nn.Module):
         state = self.inner_loss.task_state(tasks.support_items, tasks.support_ratings)
         batched = vmap(self._adapt, in_dims=(None, None, 0, 0, 0, 0, 0, None, None),
                        randomness="different")
-        with second_order_attention(create_graph):
+        with math_attention():
             return batched(params, self.inner_lrs(), state, tasks.support_items,
                            tasks.support_ratings, tasks.query_items, tasks.query_ratings,
                            self.support_chunks(tasks.support_items), create_graph)
@@ -190,10 +189,11 @@ class MAML(nn.Module):
         return pred[:, 0]
 
 
-def second_order_attention(enabled: bool):
-    """``scaled_dot_product_attention``'s fused CPU kernel has no double backward: second-order
-    MAML through attention (SASRec, BERT4Rec) needs the math kernel."""
-    return sdpa_kernel(SDPBackend.MATH) if enabled else nullcontext()
+def math_attention():
+    """``scaled_dot_product_attention``'s fused CPU kernel has no double backward and no vmap
+    batching rule (vmap would loop over the tasks): MAML runs attention (SASRec, BERT4Rec) on the
+    math kernel."""
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def query_losses_loop(maml: MAML, tasks: MeloTasks, create_graph: bool = True) -> torch.Tensor:
@@ -204,7 +204,7 @@ def query_losses_loop(maml: MAML, tasks: MeloTasks, create_graph: bool = True) -
     lrs = maml.inner_lrs()
     state = maml.inner_loss.task_state(tasks.support_items, tasks.support_ratings)
     all_losses = []
-    with second_order_attention(create_graph):
+    with math_attention():
         for t in range(len(tasks)):
             all_losses.append(_task_losses_loop(maml, tasks, state, lrs, names, t, create_graph))
     return torch.stack(all_losses)
