@@ -44,12 +44,13 @@ METHODS = ("Basic", "MAML", "MELO")
 
 PRESETS = {
     "smoke": {
-        "synthetic": {"n_users": 300, "n_items": 120, "min_len": 6, "max_len": 30},
-        "min_item": 1, "min_user": 5, "n_test": 0.2, "valid_fraction": 0.15,
+        "synthetic": {"n_users": 500, "n_items": 120, "min_len": 6, "max_len": 30},
+        "min_item": 1, "min_user": 5, "n_test": 0.3, "valid_fraction": 0.15,
         "backbones": ("sasrec", "bert4rec"), "dim": 16, "max_len": 10, "n_support": 6,
         "n_query": 2, "meta_batch": 8, "iterations": 10, "eval_every": 5,
         "basic_iterations": 60, "basic_batch": 32,
-        "melo": MELOConfig(maml=MAMLConfig(multi_step_iterations=20)),
+        "melo": MELOConfig(outer_lr=1e-2, outer_lr_min=1e-3,
+                           maml=MAMLConfig(multi_step_iterations=20)),
     },
     "full": {
         "synthetic": {"n_users": 2000, "n_items": 600},
