@@ -1,8 +1,12 @@
 """Evaluation protocols as explicit objects, and one evaluator for every model.
 
 A protocol says *what is ranked* (the whole catalogue, or the held-out items among sampled
-negatives), *which items are masked*, how ties are broken and which metrics are computed. Its
-``describe()`` is printed beside every number (`00_foundations`, section "Two protocols").
+negatives), *what the model reads* and, separately, *which items are excluded* (masked) from the
+ranking, how ties are broken and which metrics are computed. Its ``describe()`` is printed beside
+every number (`00_foundations`, section "Two protocols"). The input is the eval set's history
+(its ``max_history`` most recent items when the `Evaluator` limits it); the exclusions can add the
+set's other seen items (`EvalSet.excluded`, e.g. validation items under RecBole's test protocol,
+where the model reads only the training items).
 
 A model takes part by implementing the `coldrec_lib.models.Recommender` contract:
 ``score(batch) -> [B, n_items + 1]`` and optionally ``score_candidates(batch, candidates)``.
@@ -27,34 +31,48 @@ from .metrics import ranking_metrics
 TIES = "ties pessimistic (an equal-scoring item ranks above the target)"
 
 
+def describe_input(max_history: int | None) -> str:
+    return ("input: the user's history" if max_history is None
+            else f"input: the user's {max_history} most recent history items")
+
+
 @dataclass(frozen=True)
 class FullRanking:
-    """Rank every item of the catalogue; the user's history items are masked (score -inf)."""
+    """Rank every item of the catalogue. Masked (score -inf): the user's whole history
+    (``mask_history``) and the eval set's other seen items (``mask_excluded``, by default as
+    ``mask_history``)."""
 
     ks: tuple[int, ...] = (1, 5, 10, 20)
     mask_history: bool = True
     recall_denominator: str = "R"
+    mask_excluded: bool | None = None
 
-    def describe(self, n_items: int) -> str:
-        masked = "the user's history items masked" if self.mask_history else "nothing masked"
-        return (f"full ranking over all {n_items:,} items, {masked}; Recall denominator "
-                f"{self.recall_denominator}; {TIES}")
+    @property
+    def masks_excluded(self) -> bool:
+        return self.mask_history if self.mask_excluded is None else self.mask_excluded
+
+    def describe(self, n_items: int, max_history: int | None = None) -> str:
+        parts = [name for name, on in (("the whole history", self.mask_history),
+                                       ("the set's other seen items", self.masks_excluded)) if on]
+        masked = "masked: " + " and ".join(parts) if parts else "nothing masked"
+        return (f"full ranking over all {n_items:,} items; {describe_input(max_history)}; "
+                f"{masked}; Recall denominator {self.recall_denominator}; {TIES}")
 
 
 @dataclass(frozen=True)
 class SampledRanking:
     """Rank the held-out items among ``n_negatives`` negatives drawn uniformly, once, with
-    ``seed``, from the items that are neither in the user's history nor held out."""
+    ``seed``, from the items that are neither seen (history, other seen items) nor held out."""
 
     n_negatives: int = 100
     seed: int = 0
     ks: tuple[int, ...] = (1, 5, 10)
     recall_denominator: str = "R"
 
-    def describe(self, n_items: int) -> str:
+    def describe(self, n_items: int, max_history: int | None = None) -> str:
         return (f"held-out item(s) + {self.n_negatives} sampled negatives (uniform over the "
-                f"{n_items:,} items minus history and targets, fixed by seed {self.seed}); "
-                f"{TIES}")
+                f"{n_items:,} items minus seen items and targets, fixed by seed {self.seed}); "
+                f"{describe_input(max_history)}; {TIES}")
 
 
 @dataclass
@@ -85,10 +103,10 @@ def eval_mode(*models):
 
 
 def full_scores(model, batch: EvalBatch, n_items: int, model_input: EvalBatch | None = None,
-                mask_history: bool = True) -> torch.Tensor:
-    """``model.score`` over the catalogue ``[B, n_items + 1]`` as float, with the padding item
-    and (``mask_history``) the whole history of ``batch`` at -inf. ``model_input`` is what the
-    model reads (default ``batch``)."""
+                mask_history: bool = True, mask_excluded: bool = True) -> torch.Tensor:
+    """``model.score`` over the catalogue ``[B, n_items + 1]`` as float, with the padding item,
+    (``mask_history``) the whole history of ``batch`` and (``mask_excluded``) its other seen
+    items at -inf. ``model_input`` is what the model reads (default ``batch``)."""
     scores = model.score(batch if model_input is None else model_input).float().clone()
     expected = (len(batch.history), n_items + 1)
     if tuple(scores.shape) != expected:
@@ -97,6 +115,8 @@ def full_scores(model, batch: EvalBatch, n_items: int, model_input: EvalBatch | 
     scores[:, PAD] = float("-inf")
     if mask_history:
         scores.scatter_(1, batch.history, float("-inf"))
+    if mask_excluded and batch.excluded is not None:
+        scores.scatter_(1, batch.excluded, float("-inf"))
     return scores
 
 
@@ -115,7 +135,7 @@ class Evaluator:
                           else None)
 
     def describe(self) -> str:
-        return self.protocol.describe(self.n_items)
+        return self.protocol.describe(self.n_items, self.max_history)
 
     def _draw_negatives(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.protocol.seed)
@@ -126,6 +146,8 @@ class Evaluator:
             noise[:, PAD] = -1
             noise.scatter_(1, batch.history, -1)
             noise.scatter_(1, batch.targets, -1)
+            if batch.excluded is not None:
+                noise.scatter_(1, batch.excluded, -1)
             allowed = (noise >= 0).sum(1)
             if (allowed < self.protocol.n_negatives).any():
                 raise ValueError(f"{self.eval_set.name}: a user has only {int(allowed.min())} "
@@ -173,7 +195,8 @@ class Evaluator:
             relevant[:, :batch.targets.shape[1]] = batch.targets != PAD
             scores = scores.float().masked_fill(~relevant & (candidates == PAD), float("-inf"))
             return scores, relevant, candidates
-        scores = full_scores(model, batch, self.n_items, model_input, self.protocol.mask_history)
+        scores = full_scores(model, batch, self.n_items, model_input, self.protocol.mask_history,
+                             self.protocol.masks_excluded)
         relevant = torch.zeros_like(scores, dtype=torch.bool)
         relevant.scatter_(1, batch.targets, True)
         relevant[:, PAD] = False

@@ -17,6 +17,7 @@ Definitions for a user with ``R`` relevant items and hits ``h_1..h_C`` down the 
 * ``NDCG@k``     ``sum_{i<=k} h_i / log2(i + 1)`` divided by its best value with ``min(R, k)`` hits
 * ``MAP@k``      ``sum_{i<=k} h_i * Precision@i / min(R, k)``
 * ``MRR``        ``1 / rank of the first relevant item`` over the whole candidate list
+* ``MRR@k``      the same, 0 when the first relevant item ranks below k (RecBole's MRR@k)
 """
 from __future__ import annotations
 
@@ -103,4 +104,5 @@ def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
         out[f"NDCG@{k}"] = ndcg_from_hits(top_k, n_relevant, k)
         precision_at_i = top_k.cumsum(1) / positions[:k]
         out[f"MAP@{k}"] = (top_k * precision_at_i).sum(1) / capped
+        out[f"MRR@{k}"] = out["MRR"] * (first_rank <= k)
     return out, top

@@ -68,13 +68,20 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         train_batches: Callable[[int], Iterable], evaluator=None, metric: str = "NDCG@10",
         max_epochs: int = 10, patience: int = 3, eval_every: int = 1,
         checkpoint: str | os.PathLike | None = None, grad_clip: float | None = None,
-        scheduler=None, progress: bool = True, desc: str = "train") -> FitResult:
+        scheduler=None, progress: bool = True, desc: str = "train",
+        callback: Callable[[int, torch.nn.Module], dict] | None = None,
+        time_budget: float | None = None) -> FitResult:
     """Train ``model`` by ``model.loss(batch)`` over ``train_batches(epoch)``.
 
     Every ``eval_every`` epochs the ``evaluator`` measures ``metric`` on validation data; training
     stops after ``patience`` evaluations without improvement, and the best weights are restored
     (and written to ``checkpoint`` when given). Without an evaluator the last epoch is kept.
+    ``callback(epoch, model) -> dict`` adds its values (e.g. metrics on other sets) to the
+    epoch's history row; ``time_budget`` (seconds of wall time) stops training after the epoch
+    that exhausts it. Each row records ``elapsed``: the wall time of training and validation so
+    far, the callbacks' time excluded.
     """
+    begin, outside = time.perf_counter(), 0.0
     history: list[dict] = []
     best_value, best_epoch, best_state, stale = -float("inf"), 0, None, 0
     bar = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress)
@@ -102,9 +109,15 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     save_checkpoint({"model": best_state, "epoch": epoch, "value": value}, checkpoint)
             else:
                 stale += 1
+        row["elapsed"] = time.perf_counter() - begin - outside
+        if callback is not None:
+            row.update(callback(epoch, model))
+            outside = time.perf_counter() - begin - row["elapsed"]
         history.append(row)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-        if evaluator is not None and stale >= patience:
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()
+                         if k not in ("epoch", "seconds", "elapsed")})
+        if (evaluator is not None and stale >= patience) or (
+                time_budget is not None and row["elapsed"] >= time_budget):
             break
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -28,6 +28,7 @@ def user_metrics(scores, relevant, k, recall_denominator="R"):
         f"NDCG@{k}": dcg / idcg,
         f"MAP@{k}": precision_sum / min(n_rel, k),
         "MRR": 1 / first,
+        f"MRR@{k}": 1 / first if first <= k else 0.0,
     }
 
 

@@ -19,6 +19,8 @@ def test_hand_worked_example_two_relevant_items():
     scores = [0.9, 0.8, 0.7, 0.6]
     relevant = [False, True, False, True]  # ranking 0,1,2,3 -> hits 0,1,0,1
     assert metric(scores, relevant, "MRR", k=4) == pytest.approx(1 / 2)
+    assert metric(scores, relevant, "MRR@2", k=2) == pytest.approx(1 / 2)
+    assert metric(scores, relevant, "MRR@1", k=1) == 0.0
     assert metric(scores, relevant, "Recall@2", k=2) == pytest.approx(1 / 2)
     assert metric(scores, relevant, "HR@1", k=1) == 0.0
     ndcg = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))

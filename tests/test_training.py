@@ -77,3 +77,25 @@ def test_seed_everything_repeats_draws():
     g = seed_everything(7)
     b = torch.rand(3), torch.rand(3, generator=g)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_callback_rows_and_wall_clock_budget(monkeypatch):
+    """A fake clock: each epoch of training takes 10 s, each callback 100 s (not counted)."""
+    clock = [0.0]
+    monkeypatch.setattr("coldrec_lib.training.time.perf_counter", lambda: clock[0])
+
+    def batches(epoch):
+        clock[0] += 10.0
+        return [torch.tensor([0.0])]
+
+    def callback(epoch, model):
+        clock[0] += 100.0
+        return {"test w": float(model.w.detach()), "called at": epoch}
+
+    model = Quadratic()
+    result = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), batches, max_epochs=10,
+                 progress=False, callback=callback, time_budget=25.0)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]  # 30 s >= 25 s: stop
+    assert [row["elapsed"] for row in result.history] == [10.0, 20.0, 30.0]
+    assert [row["called at"] for row in result.history] == [1, 2, 3]
+    assert result.history[-1]["test w"] == pytest.approx(float(model.w.detach()))

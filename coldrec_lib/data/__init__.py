@@ -5,11 +5,12 @@ from .filters import filter_min_counts, filter_rating, k_core
 from .interactions import PAD, Interactions
 from .sequences import Sequences, Tasks, TaskSampler
 from .splits import (ColdStartSplit, EvalBatch, EvalSet, Split, cold_start_by_part,
-                     cold_start_by_time, heldout_users, last_n_horizon, leave_one_out)
+                     cold_start_by_time, heldout_users, last_n_horizon, leave_one_out,
+                     random_ratio_split)
 from .synthetic import make_synthetic
 
 __all__ = ["DATASETS", "cache_dir", "load_dataset", "verify_file", "ChecksumError", "DataError",
            "filter_min_counts", "filter_rating", "k_core", "PAD", "Interactions", "Sequences",
            "Tasks", "TaskSampler", "ColdStartSplit", "EvalBatch", "EvalSet", "Split",
            "cold_start_by_part", "cold_start_by_time", "heldout_users", "last_n_horizon",
-           "leave_one_out", "make_synthetic"]
+           "leave_one_out", "make_synthetic", "random_ratio_split"]

@@ -6,6 +6,7 @@ tests in ``tests/test_splits.py``) and returns `EvalSet`s that any model can be 
 (b) `heldout_users`       whole users held out, 80/20 fold-in (RaCT's strong generalisation)
 (c) `last_n_horizon`      every user's last N items held out as a set (autoregressive paper)
 (d) `leave_one_out`       last item test, second-to-last validation
+(e) `random_ratio_split`  each user's items shuffled and cut 8:1:1 (RecBole's default split)
 
 Taught in `00_foundations`, section "Splits".
 """
@@ -30,37 +31,43 @@ class EvalBatch:
     history: torch.Tensor  # [B, H] the model's input, chronological, left-padded with PAD
     targets: torch.Tensor  # [B, T] held-out items, right-padded with PAD
     history_ratings: torch.Tensor | None = None  # [B, H], aligned with history
+    excluded: torch.Tensor | None = None  # [B, E] seen items the model does not read, PAD-padded
 
     def recent(self, n: int | None) -> "EvalBatch":
         """The same batch with only the ``n`` most recent history items (a model's context)."""
         if n is None or n >= self.history.shape[1]:
             return self
         ratings = None if self.history_ratings is None else self.history_ratings[:, -n:]
-        return EvalBatch(self.users, self.history[:, -n:], self.targets, ratings)
+        return EvalBatch(self.users, self.history[:, -n:], self.targets, ratings, self.excluded)
 
     def to(self, device) -> "EvalBatch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return EvalBatch(move(self.users), move(self.history), move(self.targets),
-                         move(self.history_ratings))
+                         move(self.history_ratings), move(self.excluded))
 
 
 @dataclass
 class EvalSet:
-    """Users to evaluate, each with a history (input) and held-out targets, stored flat."""
+    """Users to evaluate, each with a history (input) and held-out targets, stored flat, and
+    optionally other ``excluded`` items: seen items the model does not read but a protocol may
+    keep out of the ranking (RecBole's test: the model reads the training items, the ranking
+    excludes the validation items too)."""
 
     users: torch.Tensor     # [N]
     history: Sequences      # row n is user users[n]'s input
     targets: Sequences      # row n is user users[n]'s held-out items
     name: str = "eval"
+    excluded: Sequences | None = None  # row n: user users[n]'s other seen items
 
     @classmethod
     def from_frames(cls, users, history: pd.DataFrame, targets: pd.DataFrame,
-                    name: str) -> "EvalSet":
-        """``history`` / ``targets``: rows (user, item, rating, timestamp) sorted by user, time."""
+                    name: str, excluded: pd.DataFrame | None = None) -> "EvalSet":
+        """``history`` / ``targets`` / ``excluded``: rows (user, item, rating, timestamp) sorted
+        by user, time."""
         users = np.asarray(users, dtype=np.int64)
         rows = pd.Index(users)
         parts = []
-        for frame in (history, targets):
+        for frame in (history, targets) + (() if excluded is None else (excluded,)):
             row = rows.get_indexer(frame["user"].to_numpy())
             local = frame[row >= 0].assign(user=row[row >= 0])
             parts.append(Sequences.from_frame(local.sort_values("user", kind="stable"), len(users)))
@@ -68,7 +75,8 @@ class EvalSet:
         if len(empty):
             raise DataError(name, "targets", f"at least one held-out item per user; user "
                             f"{users[int(empty[0])]} has none")
-        return cls(torch.as_tensor(users), parts[0], parts[1], name)
+        return cls(torch.as_tensor(users), parts[0], parts[1], name,
+                   parts[2] if excluded is not None else None)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -81,7 +89,11 @@ class EvalSet:
         if self.history.ratings is not None:
             ratings = self.history.last(rows, h_len, values=self.history.ratings)
         targets = self.targets.first(rows, t_len)
-        return EvalBatch(self.users[rows], self.history.last(rows, h_len), targets, ratings)
+        excluded = None
+        if self.excluded is not None:
+            excluded = self.excluded.first(rows, max(1, int(self.excluded.lengths[rows].max())))
+        return EvalBatch(self.users[rows], self.history.last(rows, h_len), targets, ratings,
+                         excluded)
 
 
 @dataclass
@@ -272,3 +284,45 @@ def leave_one_out(data: Interactions) -> Split:
     test = EvalSet.from_frames(users, frame[~test_row], frame[test_row],
                                "test: history (incl. the validation item) -> last item")
     return Split(train, valid, test, data.n_users, data.n_items, "leave-one-out")
+
+
+# ---------------------------------------------------------------------- (e) random ratio split
+def ratio_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> np.ndarray:
+    """Items per part ``[len(n), 3]`` for users with ``n`` items, RecBole's rounding
+    (``_calcu_split_ids``): valid and test get ``floor(ratio * n)``, raised to 1 when that is
+    0 < ratio * n < 1 while training keeps more than one item; training gets the rest."""
+    counts = np.stack([np.zeros_like(n)] + [np.floor(r * n).astype(n.dtype)
+                                            for r in ratios[1:]], 1)
+    counts[:, 0] = n - counts[:, 1:].sum(1)
+    for part in (2, 1):  # RecBole tops up the last part first
+        raise_it = (counts[:, 0] > 1) & (ratios[part] * n > 0) & (ratios[part] * n < 1)
+        counts[raise_it, part] += 1
+        counts[raise_it, 0] -= 1
+    return counts
+
+
+def random_ratio_split(data: Interactions, ratios=(0.8, 0.1, 0.1), seed: int = 0) -> Split:
+    """Each user's interactions in a seeded random order, cut into train / valid / test by
+    ``ratios`` (`ratio_counts`). Validation: the model reads the training items. Test (RecBole's
+    protocol): the model reads the training items, the validation items are `EvalSet.excluded`.
+    Users without a validation (test) item are not in the validation (test) set."""
+    if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
+        raise ValueError(f"ratios must be three non-negative numbers summing to 1; got {ratios}")
+    frame = data.frame
+    rng = np.random.default_rng(seed)
+    key = pd.Series(rng.random(len(frame)), index=frame.index)
+    position = key.groupby(frame["user"]).rank(method="first").to_numpy().astype(np.int64) - 1
+    n = frame.groupby("user")["item"].transform("size").to_numpy()
+    counts = ratio_counts(n, tuple(ratios))
+    part = (position >= counts[:, 0]).astype(np.int64) + (position >= counts[:, :2].sum(1))
+    train, valid, test = (frame[part == p] for p in range(3))
+    if len(valid) == 0 or len(test) == 0:
+        raise DataError(data.name, "user", f"users with enough items for a validation and a "
+                        f"test item under ratios {ratios}; the longest history has {n.max()}")
+    description = "random {:g}:{:g}:{:g} per user".format(*(10 * np.asarray(ratios)))
+    evals = [EvalSet.from_frames(np.unique(valid["user"]), train, valid,
+                                 "valid: training items -> random validation items"),
+             EvalSet.from_frames(np.unique(test["user"]), train, test,
+                                 "test: training items -> random test items (validation items "
+                                 "excluded)", excluded=valid)]
+    return Split(train.reset_index(drop=True), *evals, data.n_users, data.n_items, description)

@@ -17,6 +17,7 @@ EXPERIMENTS = {
     "metatl": "coldrec_lib.experiments.metatl",
     "ract": "coldrec_lib.experiments.ract",
     "melo": "coldrec_lib.experiments.melo",
+    "sequential": "coldrec_lib.experiments.sequential",
 }
 
 

@@ -4,33 +4,30 @@ predicted from both sides (section 3.6 of the paper, eq. 8). At inference ``[MAS
 after the history and its state scores the next item (tied item embeddings). Taught in
 `02_sequential`, section "Four backbones".
 
-``[MASK]`` is item id ``n_items + 1`` (an extra row of the embedding table, never scored).
-Attention uses only a key-padding mask, so padding is never attended; positions count from the
-first real item, so left padding changes nothing. The original's projection + GELU before the
-output layer and its output bias are left out: the shared tied head is used as for the others.
+The network is SASRec's (`sasrec.py`: embeddings, learned positions counted from the first real
+item, pre-LN blocks) with attention restricted by a key-padding mask only, so padding is never
+attended and left padding changes nothing. ``[MASK]`` is item id ``n_items + 1`` (an extra row of
+the embedding table, never scored). The original's projection + GELU before the output layer and
+its output bias are left out: the shared tied head is used as for the other backbones.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from ..data.interactions import PAD
 from ..data.sequences import Sequences
-from .sequential import (SelfAttentionBlock, SequentialBackbone, SequentialConfig,
-                         attention_mask, cloze_batches, positions_from_first_item)
+from .sasrec import SASRec, SASRecConfig
+from .sequential import cloze_batches
 
 
 @dataclass
-class BERT4RecConfig(SequentialConfig):
-    n_heads: int = 2
-    n_layers: int = 2
+class BERT4RecConfig(SASRecConfig):
     dropout: float = 0.1
     mask_prob: float = 0.2   # the paper's rho for MovieLens
 
 
-class BERT4Rec(SequentialBackbone):
+class BERT4Rec(SASRec):
     causal = False
 
     def __init__(self, n_items: int, config: BERT4RecConfig = BERT4RecConfig()):
@@ -38,27 +35,6 @@ class BERT4Rec(SequentialBackbone):
             raise ValueError(f"BERT4Rec needs max_len >= 2 (history + [MASK]); got {config.max_len}")
         super().__init__(n_items, config, n_extra_tokens=1)
         self.mask_token = n_items + 1
-        self.positions = nn.Embedding(config.max_len, config.dim)
-        self.blocks = nn.ModuleList(SelfAttentionBlock(config.dim, config.n_heads, config.dropout)
-                                    for _ in range(config.n_layers))
-        self.norm = nn.LayerNorm(config.dim)
-        self.drop = nn.Dropout(config.dropout)
-        nn.init.normal_(self.items.weight, std=0.02)
-        nn.init.normal_(self.positions.weight, std=0.02)
-        with torch.no_grad():
-            self.items.weight[PAD].zero_()
-
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
-        """Bidirectional states ``[B, L, d]`` of left-padded ``items [B, L]`` (may hold
-        ``[MASK]``)."""
-        self.check_length(items)
-        x = self.items(items) * self.config.dim ** 0.5 + self.positions(
-            positions_from_first_item(items))
-        x = self.drop(x)
-        allowed = attention_mask(items, causal=False)
-        for block in self.blocks:
-            x = block(x, allowed)
-        return self.norm(x) * (items != PAD).unsqueeze(-1)
 
     def next_item_hidden(self, history: torch.Tensor) -> torch.Tensor:
         """The state of ``[MASK]`` appended after the ``max_len - 1`` most recent items."""

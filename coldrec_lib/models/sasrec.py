@@ -33,8 +33,9 @@ class SASRecConfig(SequentialConfig):
 
 
 class SASRec(SequentialBackbone):
-    def __init__(self, n_items: int, config: SASRecConfig = SASRecConfig()):
-        super().__init__(n_items, config)
+    def __init__(self, n_items: int, config: SASRecConfig = SASRecConfig(),
+                 n_extra_tokens: int = 0):
+        super().__init__(n_items, config, n_extra_tokens)
         self.positions = nn.Embedding(config.max_len, config.dim)
         self.blocks = nn.ModuleList(SelfAttentionBlock(config.dim, config.n_heads, config.dropout)
                                     for _ in range(config.n_layers))
@@ -46,11 +47,12 @@ class SASRec(SequentialBackbone):
             self.items.weight[PAD].zero_()
 
     def encode(self, sequences: torch.Tensor) -> torch.Tensor:
-        """Hidden states ``[B, L, d]`` of left-padded sequences ``[B, L]`` (L <= max_len)."""
+        """Hidden states ``[B, L, d]`` of left-padded sequences ``[B, L]`` (L <= max_len);
+        attention is causal (``self.causal``; BERT4Rec's is bidirectional)."""
         self.check_length(sequences)
         position = positions_from_first_item(sequences)
         x = self.drop(self.items(sequences) * self.config.dim ** 0.5 + self.positions(position))
-        allowed = attention_mask(sequences, causal=True)
+        allowed = attention_mask(sequences, self.causal)
         for block in self.blocks:
             x = block(x, allowed)
         return self.norm(x) * (sequences != PAD).unsqueeze(-1)
