@@ -5,7 +5,7 @@ against a loop over tasks shaped like the authors' code, measured in one run.
 
 Both paths train the same model on the same fixed meta-batches of 16 tasks (3 inner steps,
 second order, the authors' sizes: hidden 32, windows of 30, 25 support sub-windows, 3 queries).
-The loop adapts the tasks one by one (``torch.autograd.grad(create_graph=True)`` per inner step)
+Evaluation (first-order adaptation, then prediction) is timed too. The loop adapts the tasks one by one (``torch.autograd.grad(create_graph=True)`` per inner step)
 and back-propagates task by task, as the original does. First the adapted query losses of both
 are checked equal (to 1e-5) on a fixed batch; then tasks/s of each, the speedup, and the achieved
 GFLOP/s of the vectorised path (FLOPs counted by ``torch.utils.flop_counter``) as a fraction of
@@ -33,6 +33,7 @@ from coldrec_lib.models.melo import MELOConfig, make_meta_learner, meta_optimize
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 # The issue's anchor: the authors' code on ML-100K, 16 tasks per meta-batch, 3 inner steps,
 # one thread (meta-training tasks/s).
+AUTHORS_EVAL_TASKS_PER_S = "20-27"  # evaluation (adapt + predict), any backbone
 AUTHORS_TASKS_PER_S = {("gru4rec", "MAML"): 6.3, ("gru4rec", "MELO"): 6.7,
                        ("sasrec", "MAML"): 8.7, ("sasrec", "MELO"): 9.4}
 
@@ -111,9 +112,14 @@ def main() -> None:
             gflop = counter.get_total_flops() / 1e9
             fast = tasks_per_s(vectorised_step, maml, meta_optimizer(maml, MELOConfig()), batches)
             slow = tasks_per_s(loop_step, maml, meta_optimizer(maml, MELOConfig()), batches)
+            start = time.perf_counter()
+            for tasks in batches:
+                maml.predict(tasks)
+            evaluation = 16 * len(batches) / (time.perf_counter() - start)
             achieved = gflop * fast / 16
             row = {"vectorised_tasks_per_s": round(fast, 2), "loop_tasks_per_s": round(slow, 2),
                    "speedup": round(fast / slow, 2), "max_loss_diff": max_diff,
+                   "eval_tasks_per_s": round(evaluation, 2),
                    "gflop_per_meta_batch": round(gflop, 2), "gflops": round(achieved, 2),
                    "fraction_of_peak": round(achieved / peak, 4),
                    "authors_tasks_per_s": AUTHORS_TASKS_PER_S.get((backbone, method))}
@@ -124,7 +130,8 @@ def main() -> None:
             print(f"{backbone:8s} {method}: vectorised {fast:7.2f} tasks/s | loop {slow:6.2f} "
                   f"tasks/s | speedup {fast / slow:5.2f}x | adapted losses equal to "
                   f"{max_diff:.1e} | {gflop:.1f} GFLOP per meta-batch, {achieved:.1f} GFLOP/s = "
-                  f"{achieved / peak:.1%} of matmul peak | {versus}")
+                  f"{achieved / peak:.1%} of matmul peak | {versus} | evaluation "
+                  f"{evaluation:.1f} tasks/s (authors' {AUTHORS_EVAL_TASKS_PER_S})")
             assert max_diff < 1e-5, f"vectorised and loop adapted losses differ by {max_diff}"
     speedups = [r["speedup"] for r in results.values()]
     print(json.dumps({"benchmark": "melo", "speedup": min(speedups),
