@@ -1,12 +1,13 @@
 """MELO meta-training throughput: the vectorised MAML++ (`torch.func.vmap` over a meta-batch)
 against a loop over tasks shaped like the authors' code, measured in one run.
 
-    python benchmarks/melo.py [--backbones sasrec gru4rec] [--iterations 3]
+    python benchmarks/melo.py [--backbones sasrec bert4rec] [--iterations 3]
 
 Both paths train the same model on the same fixed meta-batches of 16 tasks (3 inner steps,
 second order, the authors' sizes: hidden 32, windows of 30, 25 support sub-windows, 3 queries).
-Evaluation (first-order adaptation, then prediction) is timed too. The loop adapts the tasks one by one (``torch.autograd.grad(create_graph=True)`` per inner step)
-and back-propagates task by task, as the original does. First the adapted query losses of both
+The loop adapts the tasks one by one (``torch.autograd.grad(create_graph=True)`` per inner step,
+every support row at full length) and back-propagates task by task, as the original does.
+Evaluation (first-order adaptation, then prediction) is timed too. First the adapted query losses of both
 are checked equal (to 1e-5) on a fixed batch; then tasks/s of each, the speedup, and the achieved
 GFLOP/s of the vectorised path (FLOPs counted by ``torch.utils.flop_counter``) as a fraction of
 ``torch.matmul``'s peak on this machine, measured in the same run. Ends with one JSON line.
