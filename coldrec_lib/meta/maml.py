@@ -156,9 +156,11 @@ class MAML(nn.Module):
     # ------------------------------------------------------------------ a meta-batch
     def adapt(self, tasks: MeloTasks, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """All tasks at once: query losses ``[T, S]`` and final query predictions ``[T, Q]``."""
-        params = dict(self.model.named_parameters())
+        # every task gets its own (expanded, not copied) view of θ: some modules' vmap rules
+        # (nn.GRU's) fail on unbatched weights with batched inputs
+        params = {k: p.expand(len(tasks), *p.shape) for k, p in self.model.named_parameters()}
         state = self.inner_loss.task_state(tasks.support_items, tasks.support_ratings)
-        batched = vmap(self._adapt, in_dims=(None, None, 0, 0, 0, 0, 0, None, None),
+        batched = vmap(self._adapt, in_dims=(0, None, 0, 0, 0, 0, 0, None, None),
                        randomness="different")
         with math_attention():
             return batched(params, self.inner_lrs(), state, tasks.support_items,
