@@ -51,9 +51,11 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def data_and_tasks(n_batches: int, seed: int = 0):
-    if (ML100K / "u.data").exists():  # the authors' filter: items >= 50 ratings, users >= 5
-        data = filter_min_counts(load_dataset("ml-100k", path=ML100K), min_user=5, min_item=50)
+def data_and_tasks(n_batches: int, seed: int = 0, folder: Path = ML100K):
+    """ML-100K with the authors' filter (items >= 50 ratings, users >= 5) when ``folder`` holds
+    it, else synthetic data of the same size; ``n_batches`` fixed meta-batches of 16 tasks."""
+    if (Path(folder) / "u.data").exists():
+        data = filter_min_counts(load_dataset("ml-100k", path=folder), min_user=5, min_item=50)
     else:
         data = make_synthetic(n_users=943, n_items=603, min_len=20, max_len=150, seed=seed)
     sequences = Sequences.from_frame(data.frame, data.n_users)
@@ -92,9 +94,11 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=["sasrec", "bert4rec"])
     parser.add_argument("--iterations", type=int, default=3, help="timed meta-batches per path")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-path", type=Path, default=ML100K,
+                        help="folder with ML-100K's u.data (else synthetic data of its size)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data, batches = data_and_tasks(args.iterations + 1)
+    data, batches = data_and_tasks(args.iterations + 1, folder=args.data_path)
     peak = matmul_peak_gflops()
     print(f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, {len(data):,} ratings; "
           f"{args.threads} thread(s); torch.matmul peak {peak:.1f} GFLOP/s")
