@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "foundations": "coldrec_lib.experiments.foundations",
     "metatl": "coldrec_lib.experiments.metatl",
     "ract": "coldrec_lib.experiments.ract",
+    "melo": "coldrec_lib.experiments.melo",
     "generation": "coldrec_lib.experiments.generation",
     "sequential": "coldrec_lib.experiments.sequential",
 }
