@@ -16,6 +16,7 @@ EXPERIMENTS = {
     "foundations": "coldrec_lib.experiments.foundations",
     "metatl": "coldrec_lib.experiments.metatl",
     "ract": "coldrec_lib.experiments.ract",
+    "cmml": "coldrec_lib.experiments.cmml",
 }
 
 
