@@ -110,21 +110,25 @@ class ScenarioSet:
                     n_users: int, n_items: int, min_users: int, support: int,
                     name: str = "scenarios") -> "ScenarioSet":
         """Check and index the tables; errors name the scenario and what was expected."""
+        n = len(names)
+        n_candidates = np.bincount(candidates["scenario"].to_numpy(), minlength=n)
+        users_per = pairs.groupby("scenario")["user"].nunique().reindex(range(n), fill_value=0)
+        pair_keys = pairs["scenario"].to_numpy() * (n_items + 1) + pairs["item"].to_numpy()
+        outside = ~np.isin(pair_keys, candidates["scenario"].to_numpy() * (n_items + 1)
+                           + candidates["item"].to_numpy())
         for s, scenario in enumerate(names):
-            items = candidates.loc[candidates["scenario"] == s, "item"].to_numpy()
-            if len(items) == 0:
+            if n_candidates[s] == 0:
                 raise DataError(name, f"scenario {scenario!r}", "a non-empty candidate set; "
                                 "it has no candidate items")
-            rows = pairs[pairs["scenario"] == s]
-            n = rows["user"].nunique()
-            if n < min_users:
+            if users_per.iloc[s] < min_users:
                 raise DataError(name, f"scenario {scenario!r}", f"at least {min_users} users "
                                 f"(half of them give the support pairs, up to {support}, the "
-                                f"other half are evaluated); it has {n}")
-            outside = ~rows["item"].isin(items).to_numpy()
-            if outside.any():
-                raise DataError(name, f"scenario {scenario!r}", "every interaction's item among "
-                                f"the scenario's candidates; item {rows['item'].iloc[int(np.flatnonzero(outside)[0])]} is not")
+                                f"other half are evaluated); it has {users_per.iloc[s]}")
+        if outside.any():
+            row = pairs.iloc[int(np.flatnonzero(outside)[0])]
+            raise DataError(name, f"scenario {names[int(row['scenario'])]!r}", "every "
+                            f"interaction's item among the scenario's candidates; item "
+                            f"{int(row['item'])} is not")
         pairs = (pairs[["scenario", "user", "item"]].drop_duplicates()
                  .sort_values(["scenario", "user", "item"]).reset_index(drop=True))
         candidates = (candidates[["scenario", "item"]].drop_duplicates()
@@ -363,7 +367,7 @@ def defined_scenarios(data: Interactions, definitions: dict[str, list], column: 
     if column not in data.frame.columns:
         raise DataError(data.name, column, "a column naming each interaction's scenario")
     known = set(data.raw_items[1:].tolist())
-    parts, candidates = [], []
+    candidates = []
     for s, (scenario, raw_items) in enumerate(definitions.items()):
         unknown = [item for item in raw_items if item not in known]
         if unknown:
@@ -372,10 +376,12 @@ def defined_scenarios(data: Interactions, definitions: dict[str, list], column: 
                             f"{' ...' if len(unknown) > 5 else ''}")
         items = data.to_internal_items(raw_items) if len(raw_items) else np.zeros(0, np.int64)
         candidates.append(pd.DataFrame({"scenario": s, "item": items}))
-        rows = data.frame[data.frame[column] == scenario]
-        parts.append(pd.DataFrame({"scenario": s, "user": rows["user"].to_numpy(),
-                                   "item": rows["item"].to_numpy()}))
-    return ScenarioSet.from_tables(pd.concat(parts), pd.concat(candidates), list(definitions),
+    index = {scenario: s for s, scenario in enumerate(definitions)}
+    scenario_of = data.frame[column].map(index)
+    rows = data.frame[scenario_of.notna().to_numpy()]
+    pairs = pd.DataFrame({"scenario": scenario_of.dropna().astype(np.int64).to_numpy(),
+                          "user": rows["user"].to_numpy(), "item": rows["item"].to_numpy()})
+    return ScenarioSet.from_tables(pairs, pd.concat(candidates), list(definitions),
                                    data.n_users, data.n_items, min_users, max_support,
                                    name=f"{data.name} scenarios")
 

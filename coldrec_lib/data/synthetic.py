@@ -108,8 +108,9 @@ def make_scenario_synthetic(n_users: int = 3000, n_items: int = 1500, n_topics: 
     papers' non-public scenario data.
 
     Items live in ``n_topics`` topics (item vector = topic centre + noise, ``dim`` dimensions);
-    users have vectors too. A scenario has one of ``n_modes`` *modes* (a random linear map
-    ``A_m`` of the user vector: the same user wants different things in different scenarios), a
+    users have vectors too. A scenario has one of ``n_modes`` *modes* (a linear map
+    ``A_m = I + R_m / sqrt(dim)`` of the user vector, ``R_m`` random: a shared taste with a
+    mode-specific twist, so the same user wants different things in different scenarios), a
     candidate pool (the items of ``topics_per_scenario`` topics) and ``users_per_scenario`` users,
     each picking their top ``picks`` candidates by ``(A_m u) . i`` plus Gumbel noise of scale
     ``noise``. A scenario model that reads the mode off a few support pairs beats one that cannot.
@@ -122,7 +123,7 @@ def make_scenario_synthetic(n_users: int = 3000, n_items: int = 1500, n_topics: 
     topic = rng.integers(n_topics, size=n_items)
     items = rng.normal(size=(n_topics, dim))[topic] + 0.5 * rng.normal(size=(n_items, dim))
     users = rng.normal(size=(n_users, dim))
-    modes = rng.normal(size=(n_modes, dim, dim)) / np.sqrt(dim)
+    modes = np.eye(dim) + rng.normal(size=(n_modes, dim, dim)) / np.sqrt(dim)
     rows, definitions = [], {}
     for s in range(n_scenarios):
         pool = np.flatnonzero(np.isin(topic, rng.choice(n_topics, topics_per_scenario,

@@ -30,17 +30,17 @@ from . import get_data, preset_settings
 _TASKS = {"support": 64, "query": 128, "n_negatives": 2, "max_support": 512}
 PRESETS = {
     "smoke": {
-        "synthetic": {"n_users": 600, "n_items": 400, "n_topics": 12, "n_scenarios": 150,
+        "synthetic": {"n_users": 600, "n_items": 400, "n_topics": 12, "n_scenarios": 300,
                       "users_per_scenario": 30},
-        "scenarios": {}, "dim": 16, "mf_epochs": 10, **_TASKS,
-        "scenarios_per_batch": 16, "batches_per_epoch": 10, "max_epochs": 6, "patience": 3,
-        "hidden": (32, 32), "s2meta": {"max_steps": 5, "min_steps": 2},
+        "scenarios": {}, "dim": 16, "mf_epochs": 40, **_TASKS, "lr": 3e-3,
+        "scenarios_per_batch": 16, "batches_per_epoch": 10, "max_epochs": 5, "patience": 2,
+        "hidden": (32, 32), "s2meta": {"max_steps": 4, "min_steps": 2},
         "support_curve": (4, 16, 64),
     },
     "full": {
         "synthetic": {"n_users": 3000, "n_items": 1500, "n_scenarios": 600},
         "scenarios": {"n_slices": 6, "min_users": 20, "min_candidates": 20},
-        "dim": 32, "mf_epochs": 30, **_TASKS,
+        "dim": 32, "mf_epochs": 30, **_TASKS, "lr": 1e-3,
         "scenarios_per_batch": 16, "batches_per_epoch": 20, "max_epochs": 15, "patience": 4,
         "hidden": (64, 64, 64), "s2meta": {"max_steps": 8, "min_steps": 4},
         "support_curve": (4, 16, 64, 256),
@@ -99,12 +99,12 @@ def train_scenario_model(model, split: ScenarioSplit, config: dict, generator: t
 
 def build_models(embeddings, config: dict) -> dict:
     """Every trained model of the table, untrained, by name."""
-    hidden = config["hidden"]
-    models = {name: CMML(embeddings, CMMLConfig(hidden=hidden, **overrides))
+    shared = {"hidden": config["hidden"], "lr": config["lr"]}
+    models = {name: CMML(embeddings, CMMLConfig(**shared, **overrides))
               for name, overrides in CMML_VARIANTS.items()}
-    models["s2Meta"] = S2Meta(embeddings, S2MetaConfig(hidden=hidden, **config["s2meta"]))
-    models["MAML (first order)"] = FirstOrderMAML(embeddings, MAMLConfig(hidden=hidden))
-    models["Global MLP"] = FirstOrderMAML(embeddings, MAMLConfig(hidden=hidden, inner_steps=0))
+    models["s2Meta"] = S2Meta(embeddings, S2MetaConfig(**shared, **config["s2meta"]))
+    models["MAML (first order)"] = FirstOrderMAML(embeddings, MAMLConfig(**shared))
+    models["Global MLP"] = FirstOrderMAML(embeddings, MAMLConfig(**shared, inner_steps=0))
     return models
 
 
