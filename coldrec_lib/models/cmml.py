@@ -83,25 +83,51 @@ def support_pairs(model: ScenarioRecommender, batch: ScenarioBatch):
     return pairs, batch.support_mask.unsqueeze(-1).expand(n, s, 1 + r).reshape(n, -1)
 
 
+class Decomposed:
+    """A hypernetwork output over every (user, item) pair of a grid, kept as its user part
+    ``[N, U, 1, K]`` and item part ``[N, 1, C, K]``. All three generators are linear in
+    ``x = [u; i]``, so ``hyper(z)`` splits into a user and an item term: the linear maps run on
+    U + C rows instead of U x C, and a slice is summed (``[N, U * C, k]``) only when a layer
+    needs it."""
+
+    def __init__(self, user: torch.Tensor, item: torch.Tensor):
+        self.user, self.item = user, item
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return (self.user[index] + self.item[index]).flatten(1, 2)
+
+
 class HybridContext(nn.Module):
-    """``(c [N, 2d], x [N, P, 2d]) -> z [N, P, 2d]`` (``[N, 1, 2d]`` for ``"context"``)."""
+    """Applies a linear map ``linear`` (a hypernetwork) to the hybrid context ``z`` of
+    ``c [N, 2d]`` and the scored pairs (user embeddings ``[N, U, d]``, item embeddings
+    ``[N, C, d]``): ``z = [u; i] * c`` (``"product"``), ``mix([u; i; c])`` (``"concat"``) or
+    ``c`` (``"context"``). Returns ``[N, P, K]`` for aligned pairs, `Decomposed` for a grid
+    (``[N, 1, K]`` for ``"context"``, which does not depend on the pair)."""
 
     def __init__(self, dim: int, kind: str):
         super().__init__()
         if kind not in ("product", "concat", "context"):
             raise ValueError(f"generator must be 'product', 'concat' or 'context'; got {kind!r}")
-        self.kind = kind
+        self.kind, self.dim = kind, dim
         if kind == "concat":
             self.mix = nn.Linear(4 * dim, 2 * dim)
 
-    def forward(self, context: torch.Tensor, pairs) -> torch.Tensor:
+    def forward(self, linear: nn.Linear, context, users, items, grid: bool):
         c = context.unsqueeze(1)
         if self.kind == "context":
-            return c
-        x = pairs()
-        if self.kind == "product":
-            return x * c
-        return self.mix(torch.cat([x, c.expand_as(x)], -1))
+            return linear(c)
+        d = self.dim
+        if self.kind == "product":  # [u; i] * c = [u * c_u; 0] + [0; i * c_i]
+            from_user = F.linear(users * c[..., :d], linear.weight[:, :d])
+            from_item = F.linear(items * c[..., d:], linear.weight[:, d:], linear.bias)
+        else:  # mix([u; i; c]) = M_u u + (M_i i + M_c c + m), then the linear map
+            m = self.mix.weight
+            from_user = F.linear(F.linear(users, m[:, :d]), linear.weight)
+            from_item = linear(F.linear(items, m[:, d:2 * d])
+                               + F.linear(c, m[:, 2 * d:], self.mix.bias))
+        if grid:
+            return Decomposed(from_user.unsqueeze(2), from_item.unsqueeze(1))
+        return from_user + from_item
 
 
 # ---------------------------------------------------------------------- modulations
@@ -126,8 +152,8 @@ class ModulatedMLP(nn.Module):
     def output(self, codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.output(self.backbone.parameters_list(), x)
 
-    def forward(self, z, users, items, grid: bool) -> torch.Tensor:
-        codes = self.hyper(z)  # [N, P or 1, n_outputs]
+    def forward(self, generator: HybridContext, context, users, items, grid: bool) -> torch.Tensor:
+        codes = generator(self.hyper, context, users, items, grid)  # [N, P or 1, n_outputs]
         params = self.backbone.parameters_list()
         x = self.backbone.hidden(params, users, items, grid,
                                  lambda layer, x: self.modulate(codes, layer, x))
@@ -175,8 +201,8 @@ class FinalLayer(ModulatedMLP):
         return self.hidden_sizes[-1] + 1
 
     def output(self, codes, x):
-        generated = codes.expand(x.shape[0], x.shape[1], -1)
-        return super().output(codes, x) + (x * generated[..., :-1]).sum(-1) + generated[..., -1]
+        weight, bias = codes[..., :-1], codes[..., -1]
+        return super().output(codes, x) + (x * weight).sum(-1) + bias
 
 
 class SoftModular(nn.Module):
@@ -194,11 +220,12 @@ class SoftModular(nn.Module):
         self.routing = nn.Linear(2 * dim, layers * m * m)
         self.out = nn.Linear(m * w, 1)
 
-    def forward(self, z, users, items, grid: bool) -> torch.Tensor:
+    def forward(self, generator: HybridContext, context, users, items, grid: bool) -> torch.Tensor:
         x = F.relu(self.first.hidden(self.first.parameters_list(), users, items, grid))
         n, p = x.shape[:2]
         x = x.view(n, p, self.m, self.w)
-        routes = self.routing(z).view(*z.shape[:2], self.layers, self.m, self.m).softmax(-1)
+        routes = generator(self.routing, context, users, items, grid)[..., :]
+        routes = routes.view(n, -1, self.layers, self.m, self.m).softmax(-1)
         for layer in range(self.layers):
             mixed = routes[:, :, layer] @ x  # [N, P, m, m] @ [N, P, m, w]
             x = F.relu(torch.einsum("npmw,mwv->npmv", mixed, self.weights[layer])
@@ -228,13 +255,5 @@ class CMML(ScenarioRecommender):
 
     def pair_scores(self, context, users, items, grid=False):
         u, i = self.embed(users, items)
-
-        def pairs():  # [u; i] of every scored pair, built only when the generator needs it
-            if not grid:
-                return torch.cat([u, i], -1)
-            n, n_users, n_items = u.shape[0], u.shape[1], i.shape[1]
-            return torch.cat([u.unsqueeze(2).expand(-1, -1, n_items, -1),
-                              i.unsqueeze(1).expand(-1, n_users, -1, -1)], -1).flatten(1, 2)
-
-        scores = self.scorer(self.generator(context, pairs), u, i, grid)
+        scores = self.scorer(self.generator, context, u, i, grid)
         return scores.view(u.shape[0], u.shape[1], i.shape[1]) if grid else scores
