@@ -2,6 +2,8 @@
 
 Prints the results table (with data, preset, machine and protocols) and writes it as JSON to
 ``results/<experiment>-<dataset>-<preset>.json`` (or ``--out``).
+``python -m coldrec_lib reference <experiment> --dataset ml-100k --seeds 0 1 2`` makes the
+reference table a notebook shows (`coldrec_lib.references`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .experiments import EXPERIMENTS, get_experiment
+from .references import REFERENCE_DIR, run_reference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--threads", type=int, default=1,
                      help="torch CPU threads (default 1: fastest for these small models on a "
                           "2-core CPU, see benchmarks/; 0 keeps torch's default)")
+    reference = commands.add_parser(
+        "reference", help="run an experiment over seeds and write its reference table "
+                          "(coldrec_lib/reference_runs/<experiment>-<dataset>.json and .md)")
+    reference.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    reference.add_argument("--dataset", default="ml-100k")
+    reference.add_argument("--data-path", default=None,
+                           help="folder that already holds the dataset's files (no download)")
+    reference.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    reference.add_argument("--threads", type=int, default=1)
+    reference.add_argument("--out-dir", default=None,
+                           help="folder for the files (default: the package's reference_runs/)")
     commands.add_parser("list", help="list the experiments")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -36,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.command == "reference":
+        result = run_reference(args.experiment, args.dataset, args.seeds, args.data_path,
+                               threads=args.threads)
+        print(result.describe())
+        print(result.to_markdown())
+        print(f"reference written to {result.save(args.out_dir or REFERENCE_DIR)}")
+        return 0
     experiment = get_experiment(args.experiment)
     table = experiment.run(args.dataset, args.preset, seed=args.seed, data_path=args.data_path)
     print(table)
