@@ -41,8 +41,8 @@ PRESETS = {
         "synthetic": {"n_users": 3000, "n_items": 1500, "n_scenarios": 600},
         "scenarios": {"n_slices": 6, "min_users": 20, "min_candidates": 20},
         "dim": 32, "mf_epochs": 30, **_TASKS, "lr": 1e-3,
-        "scenarios_per_batch": 16, "batches_per_epoch": 20, "max_epochs": 15, "patience": 4,
-        "hidden": (64, 64, 64), "s2meta": {"max_steps": 8, "min_steps": 4},
+        "scenarios_per_batch": 16, "batches_per_epoch": 10, "max_epochs": 12, "patience": 3,
+        "hidden": (64, 64, 64), "s2meta": {"max_steps": 6, "min_steps": 3},
         "support_curve": (4, 16, 64, 256),
     },
 }
