@@ -1,35 +1,88 @@
 """Command line: ``python -m coldrec_lib run <experiment> --dataset <name> --preset smoke|full``.
 
-Prints the results table (with data, preset, machine and protocols) and writes it as JSON to
-``results/<experiment>-<dataset>-<preset>.json`` (or ``--out``).
+Prints the results table (with data, preset, seed, machine and protocols; every row says how
+many users it was computed on) and writes it, with everything, as JSON to
+``results/<experiment>-<dataset>-<preset>-seed<seed>.json`` (or ``--out``; ``--set`` overrides
+are added to the default name). ``--set key=value`` (repeatable) changes a preset's setting,
+e.g. ``--set sasrec_epochs=4 --set sasrec.n_layers=1``; ``--checkpoint-dir DIR`` (or
+``--resume``: ``checkpoints/<experiment>-<dataset>-<preset>-seed<seed>``) keeps every finished
+model, so an interrupted run started again loads them instead of training them again.
 ``python -m coldrec_lib reference <experiment> --dataset ml-100k --seeds 0 1 2`` makes the
 reference table a notebook shows (`coldrec_lib.references`).
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
-from .experiments import EXPERIMENTS, get_experiment
+from .data import DATASETS
+from .data.errors import DataError
+from .experiments import EXPERIMENTS, get_experiment, parse_overrides
 from .references import REFERENCE_DIR, run_reference
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {value}")
+    return value
+
+
+def run_name(args, overrides: dict[str, str]) -> str:
+    """``<experiment>-<dataset>-<preset>-seed<seed>`` and the overrides, as a file name."""
+    name = f"{args.experiment}-{args.dataset}-{args.preset}-seed{args.seed}"
+    name += "".join(f"-{key}={value}" for key, value in overrides.items())
+    return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", name)
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, not after the run, when the results cannot be written to ``path``."""
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file name such as {path}/r.json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write the results to {path}: {error.strerror or error}"
+                         ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coldrec_lib", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m coldrec_lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run an experiment end to end")
     run.add_argument("experiment", choices=sorted(EXPERIMENTS))
     run.add_argument("--dataset", default="synthetic",
-                     help="synthetic, or a registered dataset (ml-100k, ml-1m, ml-20m, electronics)")
+                     help="synthetic, or a registered dataset: " + ", ".join(DATASETS) +
+                          " (metatl-format: your own <name>_train.csv / <name>_test_new_user.csv "
+                          "pair, read from --data-path)")
     run.add_argument("--data-path", default=None,
                      help="folder that already holds the dataset's files (no download)")
     run.add_argument("--preset", choices=["smoke", "full"], default="smoke")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out", default=None, help="JSON file for the results table")
-    run.add_argument("--threads", type=int, default=1,
+    run.add_argument("--seed", type=non_negative_int, default=0)
+    run.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                     help="override a preset setting (repeatable), e.g. --set sasrec_epochs=4 "
+                          "--set sasrec.n_layers=1; an unknown key lists the valid ones")
+    run.add_argument("--out", default=None, help="JSON file for the results table (default "
+                                                 "results/<experiment>-<dataset>-<preset>-"
+                                                 "seed<seed>.json)")
+    run.add_argument("--checkpoint-dir", default=None,
+                     help="keep finished models here; a run started again with the same data, "
+                          "split, settings and seed loads them instead of training them again")
+    run.add_argument("--resume", action="store_true",
+                     help="--checkpoint-dir checkpoints/<experiment>-<dataset>-<preset>-"
+                          "seed<seed>")
+    run.add_argument("--threads", type=non_negative_int, default=1,
                      help="torch CPU threads (default 1: fastest for these small models on a "
                           "2-core CPU, see benchmarks/; 0 keeps torch's default)")
     reference = commands.add_parser(
@@ -39,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     reference.add_argument("--dataset", default="ml-100k")
     reference.add_argument("--data-path", default=None,
                            help="folder that already holds the dataset's files (no download)")
-    reference.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    reference.add_argument("--threads", type=int, default=1)
+    reference.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
+    reference.add_argument("--threads", type=non_negative_int, default=1)
     reference.add_argument("--out-dir", default=None,
                            help="folder for the files (default: the package's reference_runs/)")
     commands.add_parser("list", help="list the experiments")
@@ -50,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    try:
+        return run_command(args)
+    except (DataError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_command(args) -> int:
     if args.command == "reference":
         result = run_reference(args.experiment, args.dataset, args.seeds, args.data_path,
                                threads=args.threads)
@@ -57,12 +118,19 @@ def main(argv: list[str] | None = None) -> int:
         print(result.to_markdown())
         print(f"reference written to {result.save(args.out_dir or REFERENCE_DIR)}")
         return 0
+    overrides = parse_overrides(args.overrides)
+    name = run_name(args, overrides)
+    out = Path(args.out or f"results/{name}.json")
+    check_writable(out)
+    checkpoint_dir = args.checkpoint_dir or (f"checkpoints/{name}" if args.resume else None)
     experiment = get_experiment(args.experiment)
-    table = experiment.run(args.dataset, args.preset, seed=args.seed, data_path=args.data_path)
+    table = experiment.run(args.dataset, args.preset, seed=args.seed, data_path=args.data_path,
+                           progress=True, overrides=overrides, checkpoint_dir=checkpoint_dir)
+    table.seed, table.overrides = args.seed, overrides
     print(table)
-    out = Path(args.out or f"results/{args.experiment}-{args.dataset}-{args.preset}.json")
+    replaced = out.exists()
     table.save_json(out)
-    print(f"results written to {out}")
+    print(f"results written to {out}" + (" (replacing the earlier file)" if replaced else ""))
     return 0
 
 

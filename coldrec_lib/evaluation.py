@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import textwrap
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,8 +191,9 @@ def _model_device(model) -> torch.device:
 # ---------------------------------------------------------------------- results tables
 @dataclass
 class ResultsTable:
-    """Rows of results (model -> metrics) with the data, preset, machine and protocol that
-    produced them. Printed as a table; saved as JSON (atomically)."""
+    """Rows of results (model -> metrics, and the number of users they were computed on) with
+    the data, preset, machine, protocol, seed and settings overrides that produced them. Printed
+    as a table that fits a terminal (`format`); saved as JSON (atomically) with everything."""
 
     title: str
     dataset: str
@@ -199,19 +201,23 @@ class ResultsTable:
     rows: list[dict] = field(default_factory=list)
     protocols: dict[str, str] = field(default_factory=dict)
     machine: str = field(default_factory=lambda: describe_machine())
+    seed: int | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
 
     def add(self, result: EvalResult, protocol_name: str = "", **extra) -> None:
         key = protocol_name or result.protocol
         self.protocols.setdefault(key, result.protocol)
-        row = {"model": result.model, "protocol": key}
+        row = {"model": result.model, "protocol": key, "users": result.n_users}
         row.update(extra)
         row.update(result.metrics)
         self.rows.append(row)
 
     def to_frame(self, metrics: list[str] | None = None) -> pd.DataFrame:
+        """The rows; with ``metrics``, only those columns after model, protocol and users."""
         frame = pd.DataFrame(self.rows)
-        keep = ["model", "protocol"] + [c for c in frame.columns if c not in ("model", "protocol")
-                                        and (metrics is None or c in metrics)]
+        first = [c for c in ("model", "protocol", "users") if c in frame.columns]
+        keep = first + [c for c in frame.columns if c not in first
+                        and (metrics is None or c in metrics)]
         return frame[keep]
 
     def to_markdown(self, metrics: list[str] | None = None) -> str:
@@ -222,11 +228,31 @@ class ResultsTable:
         lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
-    def __str__(self) -> str:
-        lines = [f"{self.title} | data: {self.dataset} | preset: {self.preset} | {self.machine}"]
-        lines.append(self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        lines += [f"[{k}] {v}" if k != v else f"- {v}" for k, v in self.protocols.items()]
+    def format(self, width: int = 100) -> str:
+        """The table in lines of at most ``width`` characters: the title and protocols wrapped,
+        the columns in blocks that each repeat the model and protocol columns."""
+        header = (f"{self.title} | data: {self.dataset} | preset: {self.preset}"
+                  + ("" if self.seed is None else f" | seed: {self.seed}")
+                  + "".join(f" | {k}={v}" for k, v in self.overrides.items())
+                  + f" | {self.machine}")
+        lines = textwrap.wrap(header, width, subsequent_indent="  ")
+        frame = self.to_frame()
+        keys = ["model", "protocol"]
+        text = lambda f: f.to_string(index=False, float_format=lambda v: f"{v:.4f}")  # noqa: E731
+        block: list[str] = []
+        for column in [c for c in frame.columns if c not in keys]:
+            if block and max(map(len, text(frame[keys + block + [column]]).splitlines())) > width:
+                lines += [text(frame[keys + block]), ""]
+                block = []
+            block.append(column)
+        lines.append(text(frame[keys + block]))
+        for key, description in self.protocols.items():
+            item = f"[{key}] {description}" if key != description else f"- {description}"
+            lines += textwrap.wrap(item, width, subsequent_indent="    ")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
 
     def save_json(self, path) -> Path:
         path = Path(path)
@@ -236,16 +262,19 @@ class ResultsTable:
 
 def evaluate_models(models: dict, evaluators: dict[str, Evaluator],
                     table: ResultsTable | None = None, extra: dict[str, dict] | None = None,
-                    **columns) -> dict[tuple[str, str], EvalResult]:
+                    progress: bool = False, **columns) -> dict[tuple[str, str], EvalResult]:
     """Every model (``{name: model}``) under every protocol (``{name: Evaluator}``), on the same
     users: ``{(model name, protocol name): EvalResult}``. With ``table``, each result is added as
-    a row, with ``columns`` (e.g. ``K=3``) and the model's ``extra`` ones (e.g. its best epoch)."""
+    a row, with ``columns`` (e.g. ``K=3``) and the model's ``extra`` ones (e.g. its best epoch).
+    ``progress`` shows a bar over the (model, protocol) pairs."""
     results = {}
-    for name, model in models.items():
-        for protocol_name, evaluator in evaluators.items():
-            results[name, protocol_name] = result = evaluator.evaluate(model, name)
-            if table is not None:
-                table.add(result, protocol_name, **columns, **(extra or {}).get(name, {}))
+    pairs = [(name, model, protocol_name, evaluator) for name, model in models.items()
+             for protocol_name, evaluator in evaluators.items()]
+    for name, model, protocol_name, evaluator in tqdm(pairs, desc="evaluation",
+                                                      disable=not progress):
+        results[name, protocol_name] = result = evaluator.evaluate(model, name)
+        if table is not None:
+            table.add(result, protocol_name, **columns, **(extra or {}).get(name, {}))
     return results
 
 
@@ -260,16 +289,46 @@ def describe_machine() -> str:
 def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFrame:
     """Top-``k`` items for one user, in *raw* ids, with the item side information when there is
     some. The history (default: the user's interactions in ``data``) is the model's input and is
-    never recommended again."""
-    user = int(data.to_internal_users([raw_user])[0])
+    never recommended again.
+
+    A user who is not in ``data`` (cold start: e.g. ``"brand-new-user"``) is recommended for from
+    ``raw_history``, the raw ids of the few items they interacted with, oldest first: models that
+    read the history (popularity, SASRec, MetaTL, Mult-VAE) need nothing else; a model with one
+    embedding per training user cannot score them and says so.
+    """
+    from .data.errors import DataError
+
+    try:
+        user = int(data.to_internal_users([raw_user])[0])
+    except KeyError:
+        user = None
+        if raw_history is None or len(raw_history) == 0:
+            raise DataError(data.name, "raw_user", f"a user of {data.name}, or raw_history=[...] "
+                            f"(the raw item ids a new user interacted with); {raw_user!r} is "
+                            "not in the data and no history was given") from None
     if raw_history is None:
         history = data.frame.loc[data.frame["user"] == user, "item"].to_numpy()
     else:
+        known = set(data.raw_items[1:])
+        unknown = [raw for raw in raw_history if raw not in known]
+        if unknown:
+            raise DataError(data.name, "raw_history", f"raw item ids of {data.name} (the model "
+                            f"has no embedding for others); unknown: {unknown[:10]!r}")
         history = data.to_internal_items(raw_history)
-    batch = EvalBatch(torch.tensor([user]), torch.tensor(history, dtype=torch.long).reshape(1, -1),
+    # a new user gets id n_users: out of range for a per-user table, so it can never silently
+    # read another user's row
+    users = torch.tensor([data.n_users if user is None else user])
+    batch = EvalBatch(users, torch.tensor(history, dtype=torch.long).reshape(1, -1),
                       torch.zeros(1, 1, dtype=torch.long)).to(_model_device(model))
     with eval_mode(model):
-        scores = full_scores(model, batch, data.n_items)
+        try:
+            scores = full_scores(model, batch, data.n_items)
+        except IndexError:
+            if user is not None:
+                raise
+            raise ValueError(f"{type(model).__name__} scores only the users it was trained on "
+                             f"and {raw_user!r} is new; use a model that reads the history "
+                             "(e.g. SASRec, MetaTL, Mult-VAE or popularity)") from None
     top = scores.topk(k, dim=1)
     out = pd.DataFrame({"item": data.to_raw_items(top.indices[0]), "score": top.values[0].cpu()})
     if data.item_features is not None:

@@ -1,12 +1,21 @@
 """Notebook set-up: the preset (smoke for the test harness, full for readers), seeding, device.
 
-``pytest --nbval notebooks/`` sets ``COLDREC_PRESET=smoke`` (in ``notebooks/conftest.py``), so a
-reader never has to; a reader who opens the notebook gets the full preset on the real dataset.
+A reader who opens a notebook gets the **full** preset on the real dataset. The smoke switch
+runs any notebook in about a minute on a CPU, on small synthetic data:
+
+    COLDREC_PRESET=smoke jupyter nbconvert --to notebook --execute --output-dir executed \
+        notebooks/00_foundations.ipynb
+
+``pytest --nbval notebooks/`` sets ``COLDREC_PRESET=smoke`` itself (``notebooks/conftest.py``).
+The full preset on a CPU, or a dataset swapped for a smaller one because there is no GPU, is
+said with a visible warning (`setup`, `dataset_for_device`). On Colab the first cell installs
+coldrec from `INSTALL` (the one place that names it; tests check every notebook uses it).
 """
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +24,12 @@ from .training import default_device, seed_everything
 
 PRESET_ENV = "COLDREC_PRESET"
 PRESETS = ("smoke", "full")
+# What a notebook's Colab install cell installs: %pip install -q "<INSTALL>"
+INSTALL = "coldrec @ git+https://github.com/coldrec/coldrec.git"
+
+
+class SlowRunWarning(UserWarning):
+    """The full preset runs without a GPU, or on a smaller dataset than the notebook's own."""
 
 
 def on_colab() -> bool:
@@ -52,4 +67,20 @@ def setup(seed: int = 0, cpu_threads: int | None = 1) -> Session:
     device = default_device()
     if cpu_threads is not None and device.type == "cpu":
         torch.set_num_threads(cpu_threads)
-    return Session(current_preset(), device, seed, seed_everything(seed))
+    preset = current_preset()
+    if preset == "full" and device.type == "cpu":
+        warnings.warn("the FULL preset is running on a CPU: expect long runs (on Colab: Runtime "
+                      "> Change runtime type > GPU; for a one-minute check set "
+                      f"{PRESET_ENV}=smoke)", SlowRunWarning, stacklevel=2)
+    return Session(preset, device, seed, seed_everything(seed))
+
+
+def dataset_for_device(session: Session, gpu: str, cpu: str) -> str:
+    """``gpu`` when the session has a GPU, else ``cpu``, with a visible warning that the
+    notebook falls back to a smaller dataset (its numbers are then not the paper's)."""
+    if session.device.type == "cuda":
+        return gpu
+    warnings.warn(f"no GPU: falling back from {gpu} to the smaller {cpu}; the results below are "
+                  f"{cpu}'s, not comparable to the paper's {gpu} numbers", SlowRunWarning,
+                  stacklevel=2)
+    return cpu

@@ -1,18 +1,25 @@
 """Training utilities shared by every model: seeding, device choice, a fit loop with progress
-bars and early stopping on a validation metric, and atomic checkpoints.
+bars and early stopping on a validation metric, and atomic checkpoints that a resumed run
+reloads only when they were made on the same data, split, settings and seed (`fingerprint`).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
+import glob
+import hashlib
 import os
 import random
+import re
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -36,6 +43,7 @@ def save_checkpoint(state: dict, path) -> Path:
     never leaves a half-written checkpoint, and the previous one survives until the rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -48,8 +56,116 @@ def save_checkpoint(state: dict, path) -> Path:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code is unpickled)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code is unpickled); a file
+    that cannot be read (truncated, not a checkpoint) is an error that names it."""
+    path = Path(path)
+    remove_stale_temporaries(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
+                         "it is truncated or not a checkpoint: delete it") from error
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files that a killed `save_checkpoint` left beside ``path``."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+# ---------------------------------------------------------------------- resuming
+def fingerprint(*parts) -> str:
+    """A short sha256 of ``parts``: frames, arrays, tensors, dataclasses, dicts, sequences,
+    objects (through their attributes) and plain values. What a checkpoint was trained on (the
+    training frame, the user partition, the settings, the seed) goes into its identity."""
+    digest = hashlib.sha256()
+    _feed(digest, parts)
+    return digest.hexdigest()[:16]
+
+
+def _feed(digest, value) -> None:
+    if isinstance(value, pd.DataFrame):
+        digest.update(repr(list(value.columns)).encode())
+        value = pd.util.hash_pandas_object(value, index=False).to_numpy()
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        digest.update(f"array {value.dtype} {value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif dataclasses.is_dataclass(value) or (hasattr(value, "__dict__") and not callable(value)):
+        items = ({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+                 if dataclasses.is_dataclass(value) else vars(value))
+        digest.update(type(value).__name__.encode())
+        _feed(digest, items)
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            _feed(digest, str(key))
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__} {len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"{type(value).__name__} {value!r};".encode())
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """A folder of finished models (one ``<name>.pt`` each) and the identity they must carry:
+    `fit` loads a finished model of the same identity instead of training it again."""
+
+    folder: Path
+    identity: str
+
+    @classmethod
+    def at(cls, folder, *identity_parts) -> "Checkpoints | None":
+        """``None`` without a folder, else the folder with ``fingerprint(*identity_parts)``."""
+        return None if folder is None else cls(Path(folder), fingerprint(*identity_parts))
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', name)}.pt"
+
+
+def checkpoint_args(checkpoints: Checkpoints | None, name: str) -> dict:
+    """The ``checkpoint`` and ``identity`` arguments of `fit` for model ``name`` (none without a
+    folder)."""
+    if checkpoints is None:
+        return {}
+    return {"checkpoint": checkpoints.path(name), "identity": checkpoints.identity}
+
+
+def _finished_fit(model, path: Path, identity: str, desc: str) -> "FitResult | None":
+    """A finished `fit` of ``identity`` loaded from ``path`` into ``model``; ``None`` when there
+    is none (or it was interrupted); an error when it was made by a different run."""
+    if not path.exists():
+        return None
+    state = load_checkpoint(path, map_location=next(model.parameters()).device)
+    if state.get("identity") != identity:
+        raise ValueError(f"checkpoint {path} was made on other data, split, settings or seed "
+                         f"(identity {state.get('identity')}, this run {identity}); delete it or "
+                         "choose another checkpoint folder")
+    if not state.get("finished"):
+        print(f"{desc}: {path} is from an interrupted run; training again")
+        return None
+    model.load_state_dict(state["model"])
+    result = FitResult(**state["result"])
+    print(f"{desc}: loaded the finished model from {path} instead of training it "
+          f"(best epoch {result.best_epoch})")
+    return result
+
+
+@contextmanager
+def phase(desc: str, progress: bool = True):
+    """A one-step progress bar around a phase without steps of its own (reading the data,
+    making the split): shows what runs now, and how long it took."""
+    with tqdm(total=1, desc=desc, disable=not progress) as bar:
+        yield
+        bar.update()
 
 
 # ---------------------------------------------------------------------- fit loop
@@ -68,13 +184,20 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         train_batches: Callable[[int], Iterable], evaluator=None, metric: str = "NDCG@10",
         max_epochs: int = 10, patience: int = 3, eval_every: int = 1,
         checkpoint: str | os.PathLike | None = None, grad_clip: float | None = None,
-        scheduler=None, progress: bool = True, desc: str = "train") -> FitResult:
+        scheduler=None, progress: bool = True, desc: str = "train",
+        identity: str | None = None) -> FitResult:
     """Train ``model`` by ``model.loss(batch)`` over ``train_batches(epoch)``.
 
     Every ``eval_every`` epochs the ``evaluator`` measures ``metric`` on validation data; training
     stops after ``patience`` evaluations without improvement, and the best weights are restored
     (and written to ``checkpoint`` when given). Without an evaluator the last epoch is kept.
+    With ``identity`` too (`Checkpoints`), a finished checkpoint of that identity is loaded
+    instead of training, and one of another identity is an error.
     """
+    if checkpoint is not None and identity is not None:
+        done = _finished_fit(model, Path(checkpoint), identity, desc)
+        if done is not None:
+            return done
     history: list[dict] = []
     best_value, best_epoch, best_state, stale = -float("inf"), 0, None, 0
     bar = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress)
@@ -99,7 +222,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 best_value, best_epoch, stale = value, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
                 if checkpoint is not None:
-                    save_checkpoint({"model": best_state, "epoch": epoch, "value": value}, checkpoint)
+                    save_checkpoint({"model": best_state, "epoch": epoch, "value": value,
+                                     "identity": identity, "finished": False}, checkpoint)
             else:
                 stale += 1
         history.append(row)
@@ -110,4 +234,9 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         model.load_state_dict(best_state)
     else:
         best_epoch = history[-1]["epoch"] if history else 0
-    return FitResult(best_epoch, best_value, history)
+    result = FitResult(best_epoch, best_value, history)
+    if checkpoint is not None:
+        save_checkpoint({"model": model.state_dict(), "epoch": best_epoch, "value": best_value,
+                         "identity": identity, "finished": True,
+                         "result": dataclasses.asdict(result)}, checkpoint)
+    return result

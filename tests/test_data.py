@@ -9,7 +9,7 @@ import torch
 from coldrec_lib.data import (DATASETS, ChecksumError, DataError, Interactions, TaskSampler,
                               cold_start_by_time, filter_min_counts, filter_rating, k_core,
                               load_dataset, make_synthetic, verify_file)
-from coldrec_lib.data.datasets import RemoteFile, download, read_table
+from coldrec_lib.data.datasets import RemoteFile, download, read_table, record_checksum
 
 
 # ---------------------------------------------------------------- real data
@@ -55,6 +55,69 @@ def test_dataframe_errors_name_the_column():
         Interactions.from_frame(df)
     with pytest.raises(DataError, match="column named 'user'"):
         Interactions.from_frame(pd.DataFrame({"u": [1], "item": [1]}))
+
+
+def test_duplicate_pairs_keep_the_first_by_time_and_say_how_many():
+    df = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 5, 5, 5],
+                       "rating": [1, 2, 3, 4, 5], "timestamp": [30, 20, 10, 1, 1]})
+    with pytest.warns(UserWarning, match="dropped 2 duplicate"):
+        data = Interactions.from_frame(df)
+    assert data.n_duplicates_dropped == 2 and data.summary()["duplicate rows dropped"] == 2
+    kept = data.frame.assign(user=data.raw_users[data.frame["user"]],
+                             item=data.raw_items[data.frame["item"]])
+    assert kept[["user", "item", "rating"]].values.tolist() == [[1, 5, 3], [1, 6, 2], [2, 5, 4]]
+    assert len(Interactions.from_frame(df, duplicates="keep")) == 5
+    with pytest.raises(DataError, match="each \\(user, item\\) pair once; 2 rows repeat"):
+        Interactions.from_frame(df, duplicates="error")
+
+
+def test_mixed_id_kinds_are_a_clear_error():
+    df = pd.DataFrame({"user": [1, "1", 2], "item": [1, 2, 3]})
+    with pytest.raises(DataError, match="field 'user'.*ids of one kind.*row 1 has '1'.*astype"):
+        Interactions.from_frame(df, rating=None, timestamp=None)
+
+
+def test_datetime_and_iso_timestamps_become_unix_seconds():
+    when = ["2020-01-01T00:00:00Z", "2020-01-01T00:00:02Z", "2019-12-31T23:59:59Z"]
+    for column in (when, pd.to_datetime(when)):
+        data = Interactions.from_frame(pd.DataFrame({"user": [1, 1, 1], "item": [1, 2, 3],
+                                                     "timestamp": column}), rating=None)
+        assert data.frame["timestamp"].tolist() == [1577836799, 1577836800, 1577836802]
+        assert list(data.to_raw_items(data.frame["item"])) == [3, 1, 2]
+    with pytest.raises(DataError, match="field 'timestamp'.*ISO 8601.*row 1 has 'soon'"):
+        Interactions.from_frame(pd.DataFrame({"user": [1, 1], "item": [1, 2],
+                                              "timestamp": ["2020-01-01", "soon"]}), rating=None)
+
+
+@pytest.mark.parametrize("column, values, message", [
+    ("timestamp", [1.0, np.inf], "field 'timestamp'.*finite timestamp.*row 1 has inf"),
+    ("timestamp", [1.0, 1e30], "field 'timestamp'.*row 1 has 1e\\+30"),
+    ("timestamp", [pd.Timestamp("2020-01-01"), pd.NaT], "field 'timestamp'.*row 1 has NaT"),
+    ("rating", [np.inf, 1.0], "field 'rating'.*finite rating.*row 0 has inf"),
+    ("rating", [1.0, np.nan], "field 'rating'.*a number in every row; row 1 has nan"),
+])
+def test_non_finite_times_and_ratings_are_rejected(column, values, message):
+    df = pd.DataFrame({"user": [1, 1], "item": [1, 2], "rating": [1.0, 2.0], "timestamp": [1, 2]})
+    df[column] = values
+    with pytest.raises(DataError, match=message):
+        Interactions.from_frame(df)
+
+
+def test_fractional_timestamps_keep_their_order():
+    df = pd.DataFrame({"user": [1, 1, 1], "item": [1, 2, 3], "timestamp": [10.7, 10.2, 10.5]})
+    data = Interactions.from_frame(df, rating=None)
+    assert list(data.to_raw_items(data.frame["item"])) == [2, 3, 1]
+    assert data.frame["timestamp"].tolist() == [10.2, 10.5, 10.7]
+    whole = Interactions.from_frame(df.assign(timestamp=[3.0, 1.0, 2.0]), rating=None)
+    assert whole.frame["timestamp"].dtype == np.int64
+
+
+@pytest.mark.parametrize("extra", ["user", "item", "rating", "timestamp"])
+def test_an_extra_column_cannot_overwrite_internal_ones(extra):
+    df = pd.DataFrame({"uid": [1, 2, 3], "sku": [4, 5, 6], "stars": [1, 2, 3], "when": [1, 2, 3]})
+    df[extra] = 7
+    with pytest.raises(DataError, match=f"field '{extra}'.*would overwrite.*rename it"):
+        Interactions.from_frame(df, user="uid", item="sku", rating="stars", timestamp="when")
 
 
 # ---------------------------------------------------------------- bad input files
@@ -113,10 +176,12 @@ def test_recorded_checksum_for_files_without_a_published_one(tmp_path):
     path = tmp_path / "electronics_train.csv"
     path.write_text("1\t1\t100\n")
     remote = RemoteFile("https://example.invalid/e.csv", path.name)
-    verify_file(path, remote)  # first time: recorded
-    assert (tmp_path / "electronics_train.csv.sha256").exists()
+    verify_file(path, remote)  # nothing recorded yet: nothing to check, nothing written
+    assert not (tmp_path / "electronics_train.csv.sha256").exists()
+    record_checksum(path)  # load_dataset does this once the files parsed
+    verify_file(path, remote)
     path.write_text("1\t1\t100\n2\t2\t200\n")
-    with pytest.raises(ChecksumError, match="recorded on first download"):
+    with pytest.raises(ChecksumError, match="recorded in .*electronics_train.csv.sha256.*delete"):
         verify_file(path, remote)
 
 

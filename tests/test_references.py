@@ -40,7 +40,7 @@ def test_reference_round_trip_summary_and_differences(tmp_path):
                               progress=False)
     assert [row["seed"] for row in reference.per_seed].count(0) == len(reference.rows)
     summary = reference.summary(["NDCG@10"])
-    assert list(summary.columns) == ["model", "protocol", "NDCG@10"]
+    assert list(summary.columns) == ["model", "protocol", "users", "NDCG@10"]  # users: a key
     assert all(" ± " in cell for cell in summary["NDCG@10"])
     path = reference.save(tmp_path)
     assert path.with_suffix(".md").read_text().count("reference foundations") == 1

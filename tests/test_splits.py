@@ -1,4 +1,7 @@
-"""Property tests: nothing held out leaks into training, for every split."""
+"""Property tests: nothing held out leaks into training, and every sequence a split builds is
+that user's own items in time order, for every split."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coldrec_lib.data import (DataError, Interactions, cold_start_by_part, cold_start_by_time,
-                              heldout_users, last_n_horizon, leave_one_out)
+from coldrec_lib.data import (DataError, Interactions, Sequences, cold_start_by_part,
+                              cold_start_by_time, heldout_users, last_n_horizon, leave_one_out)
 
 
 @st.composite
@@ -130,3 +133,194 @@ def test_eval_batch_padding(synthetic):
     capped = batch.recent(3)
     assert capped.history.shape[1] == 3
     assert torch.equal(capped.history, batch.history[:, -3:])
+
+
+# ---------------------------------------------------------------- every sequence is its user's own
+# Issue 8: users numbered in string order and rows never re-sorted gave 23,610 of 23,612
+# training users another user's items. Frames here have two-digit or string ids (whose string
+# order differs from numeric order), shuffled rows, tied timestamps and repeated pairs.
+@st.composite
+def raw_frames(draw, parts=("",)):
+    """A raw DataFrame (file order = row order) with >= 12 users per part."""
+    kind = draw(st.sampled_from(["int", "str"]))
+    rows = []
+    for part in parts:
+        ids = draw(st.lists(st.integers(0, 99), min_size=12, max_size=24, unique=True))
+        for raw in ids:
+            n = draw(st.integers(1, 9))
+            items = draw(st.lists(st.integers(1, 25), min_size=n, max_size=n))  # may repeat
+            times = draw(st.lists(st.integers(0, 8), min_size=n, max_size=n))  # ties
+            user = raw if kind == "int" else f"u{raw}"
+            rows += [(user, i, 1 + i % 5, t, part) for i, t in zip(items, times)]
+    frame = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp", "part"])
+    frame = frame.sample(frac=1, random_state=draw(st.integers(0, 2**16))).reset_index(drop=True)
+    return frame if parts != ("",) else frame.drop(columns="part")
+
+
+def own_items(frame, key=("user",)):
+    """{user key: [(raw item, time), ...]}: time order, ties in file order, first of each pair."""
+    out = {}
+    ordered = frame.assign(_row=np.arange(len(frame))).sort_values(["timestamp", "_row"])
+    for k, rows in ordered.groupby(list(key), sort=False):
+        pairs = rows.drop_duplicates("item")[["item", "timestamp"]].itertuples(index=False)
+        out[k if len(key) > 1 else k[0]] = [tuple(p) for p in pairs]
+    return out
+
+
+def items_of(seqs, row, data):
+    return list(data.raw_items[seqs.items[seqs.offsets[row]:seqs.offsets[row + 1]].numpy()])
+
+
+def assert_sequences(seqs, keys, expected, data):
+    """Row n of ``seqs`` is user ``keys[n]``'s ``expected[keys[n]]`` list of items, exactly."""
+    assert seqs.n_users == len(keys)
+    for row, key in enumerate(keys):
+        assert items_of(seqs, row, data) == expected.get(key, []), key
+
+
+def as_interactions(frame):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # repeated pairs: the drop warning
+        return Interactions.from_frame(frame)
+
+
+def eval_keys(ev, keys):
+    return [keys[u] for u in ev.users.tolist()]
+
+
+def assert_new_user_eval_sets(split, keys, own, data, k=2):
+    """Cold-start evaluation: history = a new user's first K items, target = the next one."""
+    for part in ("valid", "test"):
+        try:
+            ev = split.eval_set(part, k=k)
+        except DataError:
+            continue
+        users = eval_keys(ev, keys)
+        assert_sequences(ev.history, users, {u: [i for i, _ in own[u][:k]] for u in users}, data)
+        assert_sequences(ev.targets, users, {u: [own[u][k][0]] for u in users}, data)
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw_frames(), st.integers(0, 3))
+def test_cold_start_by_time_sequences_are_each_users_own(frame, seed):
+    data, own = as_interactions(frame), own_items(frame)
+    try:
+        split = cold_start_by_time(data, new_user_fraction=0.3, seed=seed)
+    except DataError:
+        return
+    keys = list(data.raw_users)
+    new = {keys[u] for u in np.r_[split.valid_users, split.test_users]}
+    warm = {k: [i for i, t in v if t < split.cut_time] for k, v in own.items() if k not in new}
+    assert_sequences(split.train_sequences(), keys, warm, data)
+    assert_sequences(split.new_sequences(), keys,
+                     {k: [i for i, _ in v] for k, v in own.items() if k in new}, data)
+    assert_new_user_eval_sets(split, keys, own, data)
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw_frames(parts=("train", "test_new_user")), st.integers(0, 3))
+def test_cold_start_by_part_sequences_are_each_users_own(frame, seed):
+    data, own = as_interactions(frame), own_items(frame, key=("part", "user"))
+    split = cold_start_by_part(data, seed=seed)
+    # users are numbered in (part, raw id) order, numeric for numeric ids
+    keys = sorted(own, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else str(k[1])))
+    assert split.n_users == len(keys)
+    assert_sequences(split.train_sequences(), keys,
+                     {k: [i for i, _ in v] for k, v in own.items() if k[0] == "train"}, data)
+    assert_sequences(split.new_sequences(), keys,
+                     {k: [i for i, _ in v] for k, v in own.items() if k[0] != "train"}, data)
+    assert {keys[u][0] for u in np.r_[split.valid_users, split.test_users]} == {"test_new_user"}
+    assert_new_user_eval_sets(split, keys, own, data)
+
+
+def test_cold_start_by_part_with_two_digit_ids_trains_on_each_users_own_items():
+    """The regression of issue 8, written out: 12 users per part, ids 1..12, 2..6 items each."""
+    def items(user, part):
+        return [100 * user + step + (part == "train") * 50 for step in range(2 + user % 5)]
+
+    rows = [(user, item, step, part) for part in ("train", "test_new_user")
+            for user in range(1, 13) for step, item in enumerate(items(user, part))]
+    frame = pd.DataFrame(rows, columns=["user", "item", "timestamp", "part"])
+    data = Interactions.from_frame(frame.sample(frac=1, random_state=0), rating=None)
+    split = cold_start_by_part(data)
+    seqs, new = split.train_sequences(), split.new_sequences()
+    for user in range(1, 13):  # numbered in (part, id) order: new users 0..11, then train users
+        assert items_of(new, user - 1, data) == items(user, "test_new_user")
+        assert items_of(seqs, 12 + user - 1, data) == items(user, "train")
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw_frames(), st.integers(0, 3))
+def test_heldout_users_sequences_are_each_users_own(frame, seed):
+    data, own = as_interactions(frame), own_items(frame)
+    own = {k: [i for i, _ in v] for k, v in own.items()}
+    try:
+        split = heldout_users(data, n_valid=2, n_test=3, seed=seed)
+    except DataError:
+        return
+    keys = list(data.raw_users)
+    held = {keys[u] for ev in (split.valid, split.test) for u in ev.users.tolist()}
+    assert_sequences(split.train_sequences(), keys,
+                     {k: v for k, v in own.items() if k not in held}, data)
+    for ev in (split.valid, split.test):
+        for row, key in enumerate(eval_keys(ev, keys)):
+            history, targets = items_of(ev.history, row, data), items_of(ev.targets, row, data)
+            assert history == [i for i in own[key] if i in history]  # time order, own items
+            assert targets == [i for i in own[key] if i in targets]
+            assert sorted(history + targets) == sorted(own[key])  # no target in the history
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw_frames(), st.integers(1, 3))
+def test_last_n_horizon_sequences_are_each_users_own(frame, n):
+    data, own = as_interactions(frame), own_items(frame)
+    own = {k: [i for i, _ in v] for k, v in own.items()}
+    try:
+        split = last_n_horizon(data, n=n)
+    except DataError:
+        return
+    keys = list(data.raw_users)
+    assert_sequences(split.train_sequences(), keys,
+                     {k: v[:-n] if len(v) > n else v for k, v in own.items()}, data)
+    for ev in (split.valid, split.test):
+        users = eval_keys(ev, keys)
+        assert_sequences(ev.history, users, {k: own[k][:-n] for k in users}, data)
+        assert_sequences(ev.targets, users, {k: own[k][-n:] for k in users}, data)
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw_frames())
+def test_leave_one_out_sequences_are_each_users_own(frame):
+    data, own = as_interactions(frame), own_items(frame)
+    own = {k: [i for i, _ in v] for k, v in own.items()}
+    try:
+        split = leave_one_out(data)
+    except DataError:
+        return
+    keys = list(data.raw_users)
+    assert_sequences(split.train_sequences(), keys,
+                     {k: v[:-2] if len(v) >= 3 else v for k, v in own.items()}, data)
+    users = eval_keys(split.valid, keys)
+    assert_sequences(split.valid.history, users, {k: own[k][:-2] for k in users}, data)
+    assert_sequences(split.valid.targets, users, {k: own[k][-2:-1] for k in users}, data)
+    assert_sequences(split.test.history, users, {k: own[k][:-1] for k in users}, data)
+    assert_sequences(split.test.targets, users, {k: own[k][-1:] for k in users}, data)
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw_frames())
+def test_sequences_from_rows_in_any_order(frame):
+    """`Sequences.from_frame` groups and orders rows itself: users' rows interleaved in any order
+    (ties keep their relative order) or fully shuffled (distinct times) give the same sequences."""
+    data = as_interactions(frame)
+    expected = {k: [i for i, _ in v] for k, v in own_items(frame).items()}
+    key = pd.Series(np.random.default_rng(0).random(len(data)))  # random interleaving of users
+    key = key.groupby(data.frame["user"]).transform(lambda k: np.sort(k.to_numpy()))
+    interleaved = data.frame.iloc[np.argsort(key.to_numpy())]
+    assert not interleaved["user"].is_monotonic_increasing
+    assert_sequences(Sequences.from_frame(interleaved, data.n_users), list(data.raw_users),
+                     expected, data)
+    distinct = data.frame.assign(timestamp=np.arange(len(data)))
+    a = Sequences.from_frame(distinct, data.n_users)
+    b = Sequences.from_frame(distinct.sample(frac=1, random_state=1), data.n_users)
+    assert torch.equal(a.items, b.items) and torch.equal(a.offsets, b.offsets)

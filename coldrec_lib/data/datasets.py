@@ -2,13 +2,37 @@
 
 Downloads happen on the user's machine (Colab or laptop), never in the tests. The cache folder is
 ``$COLDREC_DATA`` if set, else ``data/`` at the top of a source checkout, else
-``~/.cache/coldrec``. ``load_dataset(name, path=...)`` reads files that are already on disk.
+``~/.cache/coldrec``. ``load_dataset(name, path=...)`` reads files that are already on disk
+(the CLI's ``--data-path``); a failed download is one `DownloadError` naming the URL and these
+two ways to supply the files, and leaves no empty folder or partial file behind.
+
+Readers take the files as published (``../shared/papers/datasets.md``):
+
+* ``ml-100k``: ``u.data`` plus ``u.item`` / ``u.user`` (official, ``|``-separated, Latin-1; the
+  video-release field is empty on every line, item 267 has no date or URL), or the simplified
+  tab-separated ``ml-100k.item`` / ``ml-100k.user`` with a typed header;
+* ``ml-1m``: ``ratings.dat``, ``movies.dat``, ``users.dat`` (``::``-separated, Latin-1);
+* ``ml-20m``: ``ratings.csv``, ``movies.csv`` (comma-separated with a header, UTF-8);
+* ``metatl-format``: your own cold-start data in MetaTL's layout, ``load_dataset("metatl-format",
+  path=DIR)``: the folder holds one pair ``<name>_train.csv`` (warm users) and
+  ``<name>_test_new_user.csv`` (new users), ``user \t item \t unix_ts`` without a header; the
+  data is named ``<name>`` (several pairs in one folder: ``read_metatl_format(DIR, name=...)``).
+  ``electronics`` is that layout with ``<name> = electronics``.
+
+Item titles and genres go to ``Interactions.item_features`` (a ``title`` string and a ``genres``
+tuple), user attributes to ``user_features`` (as in the file: ML-1M's age and occupation are
+codes). A file saved with a UTF-8 byte-order mark is read as UTF-8; a gzip or zip file is an error
+that says to unpack it. Electronics has no published checksum: its sha256 is recorded in
+``<file>.sha256`` only after the files parsed, and checked on every later load.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
+import shutil
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,12 +40,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .errors import ChecksumError, DataError
+from .errors import ChecksumError, DataError, DownloadError
 from .interactions import Interactions
 
 ML_GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                   "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
                   "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+USER_COLUMNS = ["user", "age", "gender", "occupation", "zip"]
 
 
 @dataclass(frozen=True)
@@ -29,13 +54,13 @@ class RemoteFile:
     url: str
     name: str  # file name in the cache folder
     md5: str | None = None
-    sha256: str | None = None  # None: recorded on first download, checked afterwards
+    sha256: str | None = None  # None: recorded after the first successful parse, checked after
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    files: tuple[RemoteFile, ...]
+    files: tuple[RemoteFile, ...]  # empty: nothing to download, the user supplies ``path``
     reader: Callable[[Path], Interactions]  # folder with the unpacked files -> Interactions
     description: str
 
@@ -50,20 +75,36 @@ def cache_dir() -> Path:
 
 
 # ---------------------------------------------------------------------- parsers
+COMPRESSED = {b"\x1f\x8b": "gzip-compressed: decompress it first (gunzip FILE)",
+              b"PK\x03\x04": "a zip archive: unzip it and pass the folder it contains"}
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_table(path: Path, sep: str, columns: list[str], header: bool = False,
-               numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+               numeric: tuple[str, ...] = (), optional: tuple[str, ...] = (),
+               encoding: str = "latin-1") -> pd.DataFrame:
     """Read a delimited file and check its shape; errors name the file, the line and the field.
 
     Columns in ``numeric`` are parsed as numbers in the fast path (ML-20M has 20M rows); when a
-    value is not a number the file is re-read as text to report where.
+    value is not a number the file is re-read as text to report where. Columns in ``optional``
+    may be empty (``""``); every other field must have a value. Quotes are only special in
+    comma-separated files. A UTF-8 byte-order mark switches the encoding to UTF-8.
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(path, None, "the file to exist")
+        raise DataError(path, None, "the file to exist" + _look_nearby(path))
     if path.stat().st_size == 0:
         raise DataError(path, None, "a non-empty file")
+    with open(path, "rb") as f:
+        start = f.read(4)
+    for magic, what in COMPRESSED.items():
+        if start.startswith(magic):
+            raise DataError(path, None, f"a plain-text table; this file is {what}")
+    if start.startswith(UTF8_BOM):
+        encoding = "utf-8-sig"
     options = dict(sep=sep, header=0 if header else None, engine="python" if len(sep) > 1 else "c",
-                   encoding="latin-1", keep_default_na=False, na_values=[""])
+                   encoding=encoding, keep_default_na=False, na_values=[""],
+                   quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE)
     positions = {columns.index(c): "float64" for c in numeric}
     try:
         try:
@@ -73,6 +114,8 @@ def read_table(path: Path, sep: str, columns: list[str], header: bool = False,
             df = pd.read_csv(path, dtype=str, **options)
     except pd.errors.EmptyDataError:
         raise DataError(path, None, "a non-empty file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, None, f"text in {encoding} ({e})") from None
     except pd.errors.ParserError as e:
         raise DataError(path, None, f"{len(columns)} {sep!r}-separated columns per row ({e})") from None
     if df.shape[1] != len(columns):
@@ -86,6 +129,8 @@ def read_table(path: Path, sep: str, columns: list[str], header: bool = False,
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(path, col, f"a number; line {row + 1 + header} has {df[col].iloc[row]!r}")
         df[col] = values
+    for col in optional:
+        df[col] = df[col].fillna("")
     missing = df.isna().to_numpy()
     if missing.any():
         row, col = np.argwhere(missing)[0]
@@ -108,6 +153,17 @@ def _ids_are_integers(df: pd.DataFrame, path: Path, columns=("user", "item"),
     return df
 
 
+def _look_nearby(path: Path) -> str:
+    """Where a missing file is instead: a folder one level down (the archive's top folder)."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f" (the folder {folder} does not exist)"
+    nested = sorted(folder.glob(f"*/{path.name}"))
+    if nested:
+        return f"; it is in {nested[0].parent}: pass that folder (--data-path {nested[0].parent})"
+    return f"; the folder has {sorted(p.name for p in folder.iterdir())[:8] or 'nothing'}"
+
+
 RATING_COLUMNS = ["user", "item", "rating", "timestamp"]
 
 
@@ -122,54 +178,100 @@ def _item_table(items: pd.DataFrame, genres: list[tuple]) -> pd.DataFrame:
                         index=items["item"].astype(np.int64).to_numpy())
 
 
+def _user_table(path: Path, sep: str, columns: list[str], header: bool = False) -> pd.DataFrame:
+    """User side information indexed by raw user id (e.g. age, gender, occupation, zip)."""
+    users = read_table(path, sep, columns, header, numeric=("user", "age"))
+    users = _ids_are_integers(users, path, columns=("user", "age"), header=header)
+    return users.set_index("user")
+
+
 def read_movielens_100k(folder: Path) -> Interactions:
-    """`u.data` plus genres from `u.item` (official) or `ml-100k.item` (tab-separated layout)."""
+    """`u.data` plus `u.item` / `u.user` (official layout) or `ml-100k.item` / `ml-100k.user`
+    (tab-separated layout with a typed header), whichever the folder has."""
     folder = Path(folder)
-    df, genres = _ratings(folder / "u.data", "\t"), None
+    df, genres, users = _ratings(folder / "u.data", "\t"), None, None
     if (folder / "u.item").exists():
         items = read_table(folder / "u.item", "|", ["item", "title", "release", "video_release",
-                                                    "url"] + ML_GENRES_100K)
+                                                    "url"] + ML_GENRES_100K,
+                           optional=("release", "video_release", "url"))
         flags = items[ML_GENRES_100K].to_numpy() == "1"
         genres = _item_table(items, [tuple(np.array(ML_GENRES_100K)[f]) for f in flags])
     elif (folder / "ml-100k.item").exists():
         items = read_table(folder / "ml-100k.item", "\t", ["item", "title", "year", "genres"],
-                           header=True)
+                           header=True, optional=("year",))
         genres = _item_table(items, [tuple(g.split()) for g in items["genres"]])
-    return Interactions.from_frame(df, name="ml-100k", item_features=genres,
+    if (folder / "u.user").exists():
+        users = _user_table(folder / "u.user", "|", USER_COLUMNS)
+    elif (folder / "ml-100k.user").exists():
+        users = _user_table(folder / "ml-100k.user", "\t", USER_COLUMNS, header=True)
+    return Interactions.from_frame(df, name="ml-100k", item_features=genres, user_features=users,
                                    source=folder / "u.data")
 
 
-def _read_movielens(folder: Path, ratings: str, movies: str, sep: str, header: bool,
-                    name: str) -> Interactions:
-    """ML-1M (`::`-separated .dat) and ML-20M (.csv with a header): ratings plus genres."""
+def _read_movielens(folder: Path, ratings: str, movies: str, users: str | None, sep: str,
+                    header: bool, name: str, encoding: str) -> Interactions:
+    """ML-1M (`::`-separated .dat) and ML-20M (.csv with a header): ratings, genres, users."""
     folder = Path(folder)
-    df, genres = _ratings(folder / ratings, sep, header), None
+    df, genres, user_table = _ratings(folder / ratings, sep, header), None, None
     if (folder / movies).exists():
-        items = read_table(folder / movies, sep, ["item", "title", "genres"], header)
-        genres = _item_table(items, [tuple(g.split("|")) for g in items["genres"]])
-    return Interactions.from_frame(df, name=name, item_features=genres, source=folder / ratings)
+        items = read_table(folder / movies, sep, ["item", "title", "genres"], header,
+                           encoding=encoding)
+        genres = _item_table(items, [() if g == "(no genres listed)" else tuple(g.split("|"))
+                                     for g in items["genres"]])
+    if users is not None and (folder / users).exists():
+        user_table = _user_table(folder / users, sep, ["user", "gender", "age", "occupation",
+                                                       "zip"])
+    return Interactions.from_frame(df, name=name, item_features=genres, user_features=user_table,
+                                   source=folder / ratings)
 
 
 def read_movielens_1m(folder: Path) -> Interactions:
-    return _read_movielens(folder, "ratings.dat", "movies.dat", "::", False, "ml-1m")
+    return _read_movielens(folder, "ratings.dat", "movies.dat", "users.dat", "::", False, "ml-1m",
+                           "latin-1")
 
 
 def read_movielens_20m(folder: Path) -> Interactions:
-    return _read_movielens(folder, "ratings.csv", "movies.csv", ",", True, "ml-20m")
+    return _read_movielens(folder, "ratings.csv", "movies.csv", None, ",", True, "ml-20m", "utf-8")
 
 
-def read_electronics(folder: Path) -> Interactions:
-    """MetaTL's Amazon Electronics files; column ``part`` says which file a row came from."""
+METATL_PARTS = ("train", "test_new_user")
+
+
+def metatl_names(folder: Path) -> list[str]:
+    """The ``<name>`` of every ``<name>_train.csv`` / ``<name>_test_new_user.csv`` pair."""
+    suffix = f"_{METATL_PARTS[0]}.csv"
+    return sorted(p.name[:-len(suffix)] for p in Path(folder).glob(f"*{suffix}")
+                  if (p.parent / f"{p.name[:-len(suffix)]}_{METATL_PARTS[1]}.csv").exists())
+
+
+def read_metatl_format(folder: Path, name: str | None = None) -> Interactions:
+    """Cold-start data in MetaTL's layout (`<name>_train.csv`, `<name>_test_new_user.csv`), named
+    ``name`` (default: the one pair in ``folder``). Column ``part`` says which file a row came
+    from (`cold_start_by_part` splits on it: the two files number their users independently)."""
     folder = Path(folder)
+    if name is None:
+        names = metatl_names(folder)
+        if len(names) != 1:
+            found = ", ".join(names) or ", ".join(sorted(p.name for p in folder.glob("*"))[:10])
+            raise DataError(folder, None, "exactly one pair <name>_train.csv + "
+                            f"<name>_test_new_user.csv (MetaTL's layout); found {found or 'nothing'}"
+                            + (" (pick one: read_metatl_format(folder, name=...))"
+                               if len(names) > 1 else ""))
+        name = names[0]
     parts = []
-    for part in ("train", "test_new_user"):
-        path = folder / f"electronics_{part}.csv"
+    for part in METATL_PARTS:
+        path = folder / f"{name}_{part}.csv"
         columns = ["user", "item", "timestamp"]
         df = _ids_are_integers(read_table(path, "\t", columns, numeric=tuple(columns)), path)
         df["part"] = part
         parts.append(df)
     df = pd.concat(parts, ignore_index=True)
-    return Interactions.from_frame(df, rating=None, name="electronics", source=folder)
+    return Interactions.from_frame(df, rating=None, name=name, source=folder)
+
+
+def read_electronics(folder: Path) -> Interactions:
+    """MetaTL's Amazon Electronics files; column ``part`` says which file a row came from."""
+    return read_metatl_format(folder, "electronics")
 
 
 _ML = "https://files.grouplens.org/datasets/movielens/"
@@ -190,6 +292,9 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
                                 RemoteFile(_ELEC + "electronics_test_new_user.csv",
                                            "electronics_test_new_user.csv")),
                 read_electronics, "Amazon Electronics as prepared by MetaTL's authors"),
+    DatasetSpec("metatl-format", (), read_metatl_format,
+                "your own cold-start data in MetaTL's layout: <name>_train.csv + "
+                "<name>_test_new_user.csv in the folder given as path (--data-path)"),
 ]}
 
 
@@ -202,9 +307,13 @@ def file_hash(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
+def recorded_hash_file(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
 def verify_file(path: Path, remote: RemoteFile) -> None:
     """Check ``path`` against the published checksum; for files without one, against the sha256
-    recorded in ``<name>.sha256`` on first download (written then, never overwritten)."""
+    recorded in ``<name>.sha256`` (`record_checksum`, after the first successful parse)."""
     path = Path(path)
     if remote.md5 is not None and (actual := file_hash(path, "md5")) != remote.md5:
         raise ChecksumError(path, "md5", remote.md5, actual)
@@ -212,14 +321,21 @@ def verify_file(path: Path, remote: RemoteFile) -> None:
         if (actual := file_hash(path, "sha256")) != remote.sha256:
             raise ChecksumError(path, "sha256", remote.sha256, actual)
         return
-    record = path.with_name(path.name + ".sha256")
-    actual = file_hash(path, "sha256")
+    record = recorded_hash_file(path)
     if record.exists():
         expected = record.read_text().split()[0]
-        if actual != expected:
-            raise ChecksumError(path, "sha256 (recorded on first download)", expected, actual)
-    else:
-        atomic_write_text(record, f"{actual}  {path.name}\n")
+        if (actual := file_hash(path, "sha256")) != expected:
+            raise ChecksumError(
+                path, f"sha256 (recorded in {record} when the file first parsed)", expected,
+                actual, f"delete {path} to download it again, or delete {record} if the source "
+                "file changed on purpose (the next successful load records the new hash)")
+
+
+def record_checksum(path: Path) -> None:
+    """Record ``path``'s sha256 beside it (never overwritten): called after the file parsed."""
+    record = recorded_hash_file(path)
+    if not record.exists():
+        atomic_write_text(record, f"{file_hash(path, 'sha256')}  {Path(path).name}\n")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -236,29 +352,75 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def download(spec: DatasetSpec, folder: Path) -> Path:
-    """Fetch every file of ``spec`` into ``folder`` (skipped when cached and valid); unzip."""
-    import pooch  # imported here: tests and offline use never need it
+def fetch(url: str, target: Path) -> None:
+    """Download ``url`` to ``target`` through a temporary file (with a progress bar)."""
+    from tqdm.auto import tqdm
 
-    folder = Path(folder) / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
-    for remote in spec.files:
-        target = folder / remote.name
-        if not target.exists():
-            pooch.retrieve(remote.url, known_hash=None, fname=remote.name, path=folder,
-                           progressbar=True)
-        verify_file(target, remote)
-        if remote.name.endswith(".zip"):
-            import zipfile
-            unpacked = folder / remote.name[:-4]
-            if not unpacked.is_dir():
-                with zipfile.ZipFile(target) as archive:
-                    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".unzip."))
-                    archive.extractall(staging)
-                    os.replace(staging / remote.name[:-4], unpacked)
-                    staging.rmdir()
-            folder = unpacked
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, desc=target.name) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Leftovers of an interrupted download, unzip or atomic write (``.*.tmp``, ``.unzip.*``)."""
+    for leftover in list(folder.glob(".*.tmp")) + list(folder.glob(".unzip.*")):
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
+def download(spec: DatasetSpec, folder: Path) -> Path:
+    """Fetch every file of ``spec`` into ``folder / spec.name`` (skipped when cached and valid)
+    and unzip; returns the folder to read. A failed download raises `DownloadError` and leaves
+    no partial file, no partial unzip and no folder that this call created empty."""
+    root = Path(folder) / spec.name
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root)
+    folder = root
+    try:
+        for remote in spec.files:
+            target = root / remote.name
+            if not target.exists():
+                try:
+                    fetch(remote.url, target)
+                except (OSError, ValueError) as e:  # URLError and timeouts are OSErrors
+                    raise DownloadError(remote.url, str(getattr(e, "reason", e)), (
+                        f"Supply the files instead: download {remote.url} yourself and either "
+                        f"pass the folder holding its (unzipped) files with --data-path DIR "
+                        f"(Python: load_dataset({spec.name!r}, path=DIR)), or save it as "
+                        f"{target} (the cache; set $COLDREC_DATA to use another folder)"
+                    )) from None
+            verify_file(target, remote)
+            if remote.name.endswith(".zip"):
+                folder = _unzip(target, root / remote.name[:-4])
+    except BaseException:
+        _remove_stale(root)
+        if created and not any(root.iterdir()):
+            root.rmdir()
+        raise
     return folder
+
+
+def _unzip(archive: Path, unpacked: Path) -> Path:
+    """Unpack ``archive`` (whose top folder is ``unpacked.name``) into ``unpacked``, atomically."""
+    import zipfile
+
+    if not unpacked.is_dir():
+        staging = Path(tempfile.mkdtemp(dir=unpacked.parent, prefix=".unzip."))
+        try:
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(staging)
+            os.replace(staging / unpacked.name, unpacked)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return unpacked
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None,
@@ -266,11 +428,21 @@ def load_dataset(name: str, path: str | os.PathLike | None = None,
     """Load a registered dataset by name.
 
     ``path``: a folder that already holds the dataset's files (nothing is downloaded).
-    Otherwise the files are downloaded into ``cache`` (default: `cache_dir()`), verified and parsed.
+    Otherwise the files are downloaded into ``cache`` (default: `cache_dir()`), verified and
+    parsed; a file without a published checksum has its sha256 recorded once it parsed.
     """
     if name not in DATASETS:
         raise DataError("dataset registry", "name", f"one of {', '.join(DATASETS)} (or your own "
                         f"data through Interactions.from_frame); got unknown dataset {name!r}")
     spec = DATASETS[name]
-    folder = Path(path) if path is not None else download(spec, Path(cache or cache_dir()))
-    return spec.reader(folder)
+    if path is not None:
+        return spec.reader(Path(path))
+    if not spec.files:
+        raise DataError(name, "path", f"a folder with the files ({spec.description}); there is "
+                        "nothing to download: pass path=DIR (CLI: --data-path DIR)")
+    root = Path(cache or cache_dir())
+    data = spec.reader(download(spec, root))
+    for remote in spec.files:
+        if remote.md5 is None and remote.sha256 is None:
+            record_checksum(root / spec.name / remote.name)
+    return data

@@ -12,8 +12,17 @@ class DataError(ValueError):
 
 
 class ChecksumError(DataError):
-    """A downloaded or cached file does not match its published checksum."""
+    """A downloaded or cached file does not match its published (or recorded) checksum."""
 
-    def __init__(self, path, algorithm: str, expected: str, actual: str):
+    def __init__(self, path, algorithm: str, expected: str, actual: str,
+                 remedy: str = "delete it and download again"):
         super().__init__(path, None, f"{algorithm} {expected} but the file has {actual} "
-                         "(truncated or corrupted download?); delete it and download again")
+                         f"(truncated or corrupted download?); {remedy}")
+
+
+class DownloadError(DataError):
+    """A download failed (no network, a moved URL): names the URL and how to supply the files."""
+
+    def __init__(self, url: str, reason: str, instead: str):
+        self.source, self.field, self.url = url, None, url
+        ValueError.__init__(self, f"could not download {url} ({reason}). {instead}")

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .errors import DataError
-from .interactions import PAD
+from .interactions import PAD, sort_by_user_time
 
 
 @dataclass
@@ -26,7 +26,16 @@ class Sequences:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, n_users: int) -> "Sequences":
-        """``frame`` must be sorted by user then time (as `Interactions.frame` is)."""
+        """Each user's items of ``frame`` (columns ``user``, ``item``, ``rating`` and optionally
+        ``timestamp``) in time order, ties in row order. The rows are sorted here (a no-op
+        when they already are), so rows in any order give every user their own items: the
+        invariant does not depend on the caller (issue 8: unsorted rows gave users each other's
+        items)."""
+        users = frame["user"].to_numpy()
+        if len(users) and (users.min() < 0 or users.max() >= n_users):
+            raise DataError("sequences", "user", f"user ids in 0..{n_users - 1}; found "
+                            f"{users.min()}..{users.max()}")
+        frame = sort_by_user_time(frame)
         counts = np.bincount(frame["user"].to_numpy(), minlength=n_users)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         return cls(torch.tensor(frame["item"].to_numpy(), dtype=torch.long),

@@ -7,6 +7,15 @@ tests in ``tests/test_splits.py``) and returns `EvalSet`s that any model can be 
 (c) `last_n_horizon`      every user's last N items held out as a set (autoregressive paper)
 (d) `leave_one_out`       last item test, second-to-last validation
 
+Every frame a split returns is sorted by user, then time (ties in file order), and every
+sequence built from it holds that user's own items in that order (`Sequences.from_frame` sorts
+itself; property tests over shuffled rows, string and two-digit ids, tied timestamps).
+
+Full ranking masks the user's history, so a target that also sat in the history would always
+count as a miss. `Interactions` drops duplicate (user, item) rows by default, so in these splits
+a user's targets and history never share an item; with ``duplicates="keep"`` (repeat
+consumption) they can, and full ranking then scores such targets as misses.
+
 Taught in `00_foundations`, section "Splits".
 """
 from __future__ import annotations
@@ -18,7 +27,7 @@ import pandas as pd
 import torch
 
 from .errors import DataError
-from .interactions import PAD, Interactions
+from .interactions import PAD, PART, Interactions, sort_by_user_time
 from .sequences import Sequences
 
 
@@ -56,14 +65,14 @@ class EvalSet:
     @classmethod
     def from_frames(cls, users, history: pd.DataFrame, targets: pd.DataFrame,
                     name: str) -> "EvalSet":
-        """``history`` / ``targets``: rows (user, item, rating, timestamp) sorted by user, time."""
+        """``history`` / ``targets``: rows (user, item, rating, timestamp) in any order."""
         users = np.asarray(users, dtype=np.int64)
         rows = pd.Index(users)
         parts = []
         for frame in (history, targets):
             row = rows.get_indexer(frame["user"].to_numpy())
             local = frame[row >= 0].assign(user=row[row >= 0])
-            parts.append(Sequences.from_frame(local.sort_values("user", kind="stable"), len(users)))
+            parts.append(Sequences.from_frame(local, len(users)))
         empty = (parts[1].lengths == 0).nonzero()
         if len(empty):
             raise DataError(name, "targets", f"at least one held-out item per user; user "
@@ -119,7 +128,7 @@ class ColdStartSplit:
     new: pd.DataFrame
     valid_users: np.ndarray
     test_users: np.ndarray
-    cut_time: int
+    cut_time: float  # int for integer timestamps
     n_users: int
     n_items: int
 
@@ -163,7 +172,8 @@ def cold_start_by_time(data: Interactions, new_user_fraction: float = 0.2,
     frame = data.frame
     first_seen = frame.groupby("user")["timestamp"].min()
     if cut_time is None:
-        cut_time = int(np.quantile(first_seen.to_numpy(), 1 - new_user_fraction))
+        cut_time = np.quantile(first_seen.to_numpy(), 1 - new_user_fraction)
+        cut_time = int(cut_time) if np.issubdtype(first_seen.dtype, np.integer) else float(cut_time)
     new_users = first_seen.index[first_seen.to_numpy() >= cut_time].to_numpy()
     if len(new_users) == 0 or len(new_users) == len(first_seen):
         raise DataError(data.name, "timestamp", f"some users to start before and some after the "
@@ -174,16 +184,17 @@ def cold_start_by_time(data: Interactions, new_user_fraction: float = 0.2,
         train = train[train["timestamp"].to_numpy() < cut_time]
     valid_users, test_users = _split_users(new_users, valid_fraction, seed)
     return ColdStartSplit(train.reset_index(drop=True), frame[is_new].reset_index(drop=True),
-                          valid_users, test_users, int(cut_time), data.n_users, data.n_items)
+                          valid_users, test_users, cut_time, data.n_users, data.n_items)
 
 
 def cold_start_by_part(data: Interactions, new_part: str = "test_new_user",
                        valid_fraction: float = 0.3, seed: int = 0,
-                       column: str = "part") -> ColdStartSplit:
+                       column: str = PART) -> ColdStartSplit:
     """Cold start as the data's authors split it (MetaTL's Electronics files): rows whose
     ``column`` is ``new_part`` are the new users, all other rows train. The files number their
-    users independently, so a user is the pair (part, user id). New users are split into
-    validation (``valid_fraction``) and test with ``seed``."""
+    users independently, so a user is the pair (part, user id): users are renumbered in
+    (part, raw id) order (numeric for numeric ids) and the rows re-sorted by (user, time, file
+    order). New users are split into validation (``valid_fraction``) and test with ``seed``."""
     frame = data.frame
     if column not in frame.columns:
         raise DataError(data.name, column, "a column naming the part (file) of every row")
@@ -191,13 +202,14 @@ def cold_start_by_part(data: Interactions, new_part: str = "test_new_user",
     if is_new.all() or not is_new.any():
         raise DataError(data.name, column, f"rows of part {new_part!r} and rows of other parts; "
                         f"found parts {sorted(frame[column].unique())}")
-    codes, uniques = pd.factorize(frame[column].astype(str) + ":" + frame["user"].astype(str),
-                                  sort=True)
-    frame = frame.assign(user=codes)
-    valid_users, test_users = _split_users(np.unique(codes[is_new]), valid_fraction, seed)
+    users = frame.groupby([column, "user"], sort=True).ngroup().to_numpy()
+    frame = sort_by_user_time(frame.assign(user=users))
+    is_new = (frame[column] == new_part).to_numpy()
+    valid_users, test_users = _split_users(np.unique(frame["user"].to_numpy()[is_new]),
+                                           valid_fraction, seed)
     new = frame[is_new].reset_index(drop=True)
     return ColdStartSplit(frame[~is_new].reset_index(drop=True), new, valid_users, test_users,
-                          int(new["timestamp"].min()), len(uniques), data.n_items)
+                          new["timestamp"].min().item(), int(users.max()) + 1, data.n_items)
 
 
 # ---------------------------------------------------------------------- (b) held-out users

@@ -3,11 +3,15 @@
     python -m coldrec_lib run <experiment> --dataset <name> --preset smoke|full
 
 Each module defines ``PRESETS = {"smoke": {...}, "full": {...}}`` and
-``run(dataset, preset, seed, data_path) -> ResultsTable``.
+``run(dataset, preset, seed, data_path, progress, overrides, checkpoint_dir) -> ResultsTable``;
+``overrides`` (``--set key=value`` on the command line) change a preset's settings without
+editing code (`preset_settings`), ``checkpoint_dir`` keeps finished models for a resumed run.
 """
 from __future__ import annotations
 
+import ast
 import copy
+import dataclasses
 import importlib
 
 from ..data import Interactions, load_dataset, make_synthetic
@@ -26,11 +30,87 @@ def get_experiment(name: str):
     return importlib.import_module(EXPERIMENTS[name])
 
 
-def preset_settings(presets: dict, preset: str) -> dict:
-    """A copy of ``presets[preset]`` (safe to modify), or an error naming the presets there are."""
+def preset_settings(presets: dict, preset: str, overrides: dict | None = None) -> dict:
+    """A copy of ``presets[preset]`` (safe to modify) with ``overrides`` applied
+    (`apply_overrides`), or an error naming the presets there are."""
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(presets)}")
-    return copy.deepcopy(presets[preset])
+    return apply_overrides(copy.deepcopy(presets[preset]), overrides, f"preset {preset!r}")
+
+
+def setting_keys(settings) -> list[str]:
+    """Every key ``--set`` accepts, dotted into dicts and dataclasses (``sasrec.n_layers``)."""
+    if dataclasses.is_dataclass(settings):
+        settings = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    keys = []
+    for key, value in settings.items():
+        if isinstance(value, dict) or dataclasses.is_dataclass(value):
+            keys += [f"{key}.{sub}" for sub in setting_keys(value)]
+        else:
+            keys.append(str(key))
+    return keys
+
+
+def apply_overrides(settings: dict, overrides: dict | None, where: str = "the settings") -> dict:
+    """``settings`` with ``{"key": value}`` replaced; a dotted key reaches into a nested dict or
+    dataclass (``{"sasrec.n_layers": "1"}``). A string value is converted to the type of the value
+    it replaces (`parse_setting`). An unknown key is an error that lists the valid ones."""
+    valid = setting_keys(settings)
+    for key, value in (overrides or {}).items():
+        if key not in valid:
+            raise ValueError(f"unknown setting {key!r} for {where}; valid keys: "
+                             f"{', '.join(valid)}")
+        settings = _replace(settings, key.split("."), value, key)
+    return settings
+
+
+def _replace(container, path: list[str], value, key: str):
+    name, rest = path[0], path[1:]
+    old = getattr(container, name) if dataclasses.is_dataclass(container) else container[name]
+    new = _replace(old, rest, value, key) if rest else parse_setting(key, value, old)
+    if dataclasses.is_dataclass(container):
+        return dataclasses.replace(container, **{name: new})
+    container[name] = new
+    return container
+
+
+def parse_setting(key: str, value, current):
+    """``value`` (a string from the command line) as the type of ``current``: bool (true/false),
+    int, float, str, or a tuple/list of comma-separated values typed like its first element;
+    a ``None`` setting takes a Python literal. Non-strings pass through unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if isinstance(current, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("expected true or false")
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(current, (tuple, list)):
+            kind = type(current[0]) if current else ast.literal_eval
+            items = [kind(v.strip()) for v in value.split(",") if v.strip()]
+            return type(current)(items)
+        if current is None:
+            try:
+                return ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                return value
+        if isinstance(current, int):
+            return int(value)
+        return type(current)(value)
+    except ValueError as error:
+        raise ValueError(f"setting {key}={value!r}: expected a value like {current!r} "
+                         f"({type(current).__name__}); {error}") from None
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
+    """``["key=value", ...]`` (``--set``, repeatable) as an ordered dict."""
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {pair!r}: expected key=value, e.g. --set sasrec_epochs=4")
+        overrides[key.strip()] = value.strip()
+    return overrides
 
 
 def get_data(dataset: str, data_path: str | None = None, seed: int = 0,

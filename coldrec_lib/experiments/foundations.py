@@ -7,7 +7,7 @@ import torch
 from ..data import leave_one_out
 from ..evaluation import Evaluator, FullRanking, ResultsTable, SampledRanking, evaluate_models
 from ..models import BPRMF, BPRMFConfig, Popularity, pair_batches
-from ..training import default_device, fit, seed_everything
+from ..training import Checkpoints, checkpoint_args, default_device, fit, phase, seed_everything
 from . import get_data, preset_settings
 
 PRESETS = {
@@ -17,11 +17,14 @@ PRESETS = {
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
-        data_path: str | None = None, progress: bool = False) -> ResultsTable:
-    config = preset_settings(PRESETS, preset)
+        data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
+        checkpoint_dir=None) -> ResultsTable:
+    config = preset_settings(PRESETS, preset, overrides)
     generator = seed_everything(seed)
-    data = get_data(dataset, data_path, seed, **config["synthetic"])
-    split = leave_one_out(data)
+    with phase(f"data: {dataset}", progress):
+        data = get_data(dataset, data_path, seed, **config["synthetic"])
+        split = leave_one_out(data)
+    checkpoints = Checkpoints.at(checkpoint_dir, split, config, seed)
     device = default_device()
     protocols = {"full": FullRanking(ks=(10, 20)), "sampled-100": SampledRanking(ks=(10,))}
     valid = Evaluator(split.valid, protocols["full"], data.n_items, device=device)
@@ -35,9 +38,9 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     fit(bpr, optimizer, lambda epoch: pair_batches(split.train, data.n_items,
                                                    bpr.config.batch_size, generator, device),
         valid, metric="NDCG@10", max_epochs=config["max_epochs"], patience=config["patience"],
-        progress=progress, desc="BPR-MF")
+        progress=progress, desc="BPR-MF", **checkpoint_args(checkpoints, "BPR-MF"))
 
     table = ResultsTable(f"Foundations: popularity vs BPR-MF ({split.description})", data.name,
                          preset)
-    evaluate_models({"Popularity": popularity, "BPR-MF": bpr}, tests, table)
+    evaluate_models({"Popularity": popularity, "BPR-MF": bpr}, tests, table, progress=progress)
     return table

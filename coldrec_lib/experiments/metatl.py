@@ -21,7 +21,8 @@ from ..evaluation import (EvalResult, Evaluator, FullRanking, ResultsTable, Samp
 from ..models.metatl import MetaTL, MetaTLConfig, task_batches
 from ..models.popularity import Popularity
 from ..models.sasrec import SASRec, SASRecConfig, next_item_batches
-from ..training import FitResult, default_device, fit, seed_everything
+from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
+                        seed_everything)
 from . import get_data, preset_settings
 
 PRESETS = {
@@ -80,7 +81,8 @@ def make_evaluators(split: ColdStartSplit, k: int, part: str, device=None
 
 def train_metatl(split: ColdStartSplit, k: int, config: MetaTLConfig, generator: torch.Generator,
                  batches_per_epoch: int, max_epochs: int, patience: int, device=None,
-                 progress: bool = False, desc: str = "MetaTL") -> tuple[MetaTL, FitResult]:
+                 progress: bool = False, desc: str = "MetaTL",
+                 checkpoints: Checkpoints | None = None) -> tuple[MetaTL, FitResult]:
     """Meta-train on K-shot tasks from the warm users; select the epoch on validation new users."""
     device = device or default_device()
     model = MetaTL(split.n_items, config).to(device)
@@ -91,13 +93,13 @@ def train_metatl(split: ColdStartSplit, k: int, config: MetaTLConfig, generator:
                   lambda epoch: task_batches(sampler, split.n_items, config.batch_size,
                                              batches_per_epoch, generator, device),
                   valid, metric=SELECTION[1], max_epochs=max_epochs, patience=patience,
-                  progress=progress, desc=desc)
+                  progress=progress, desc=desc, **checkpoint_args(checkpoints, desc))
     return model, history
 
 
 def train_sasrec(split: ColdStartSplit, k: int, config: SASRecConfig, generator: torch.Generator,
-                 max_epochs: int, patience: int, device=None, progress: bool = False
-                 ) -> tuple[SASRec, FitResult]:
+                 max_epochs: int, patience: int, device=None, progress: bool = False,
+                 checkpoints: Checkpoints | None = None) -> tuple[SASRec, FitResult]:
     """Train on the warm users' sequences the usual way; select the epoch on validation new
     users seen through their K initial items."""
     device = device or default_device()
@@ -110,28 +112,33 @@ def train_sasrec(split: ColdStartSplit, k: int, config: SASRecConfig, generator:
                   lambda epoch: next_item_batches(sequences, config.max_len, config.batch_size,
                                                   generator, device=device),
                   valid, metric=SELECTION[1], max_epochs=max_epochs, patience=patience,
-                  progress=progress, desc="SASRec")
+                  progress=progress, desc="SASRec", **checkpoint_args(checkpoints, "SASRec"))
     return model, history
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
-        data_path: str | None = None, progress: bool = False) -> ResultsTable:
-    return _run(dataset, preset_settings(PRESETS, preset), preset, seed, data_path, progress,
-                default_device())
+        data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
+        checkpoint_dir=None) -> ResultsTable:
+    return _run(dataset, preset_settings(PRESETS, preset, overrides), preset, seed, data_path,
+                progress, default_device(), checkpoint_dir)
 
 
-def _run(dataset, config, preset, seed, data_path, progress, device) -> ResultsTable:
+def _run(dataset, config, preset, seed, data_path, progress, device,
+         checkpoint_dir=None) -> ResultsTable:
     generator = seed_everything(seed)
-    data = get_data(dataset, data_path, seed, **config["synthetic"])
-    split = make_split(data, config["new_user_fraction"], config["valid_fraction"], seed)
+    with phase(f"data: {dataset}", progress):
+        data = get_data(dataset, data_path, seed, **config["synthetic"])
+        split = make_split(data, config["new_user_fraction"], config["valid_fraction"], seed)
+    checkpoints = Checkpoints.at(checkpoint_dir, split, config, seed)
     k = config["k"]
     train = dict(batches_per_epoch=config["batches_per_epoch"], max_epochs=config["max_epochs"],
-                 patience=config["patience"], device=device, progress=progress)
+                 patience=config["patience"], device=device, progress=progress,
+                 checkpoints=checkpoints)
 
     models = {"Popularity": Popularity(split.train, split.n_items).to(device)}
     models["SASRec"], _ = train_sasrec(split, k, config["sasrec"], generator,
                                        config["sasrec_epochs"], config["patience"], device,
-                                       progress)
+                                       progress, checkpoints)
     models["MetaTL w/o inner step"], _ = train_metatl(
         split, k, replace(config["metatl"], inner_step=False), generator, desc="ablation", **train)
 
@@ -145,7 +152,7 @@ def _run(dataset, config, preset, seed, data_path, progress, device) -> ResultsT
             models["MetaTL"] = metatl
         else:
             evaluate_models({"MetaTL": metatl}, make_evaluators(split, k_value, "test", device),
-                            table, K=k_value)
-    evaluate_models(models, tests, table, K=k)
+                            table, progress=progress, K=k_value)
+    evaluate_models(models, tests, table, progress=progress, K=k)
     table.rows.sort(key=lambda row: (row["K"] != k, row["K"], row["protocol"]))
     return table

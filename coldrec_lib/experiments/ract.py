@@ -8,6 +8,7 @@ differ only by stages 2 and 3.
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict
 
 import torch
 
@@ -17,8 +18,9 @@ from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
 from ..models.multvae import MultVAE, MultVAEConfig, UserRows, user_batches
 from ..models.popularity import Popularity
 from ..models.ract import Critic, CriticValidation, RaCTConfig, RaCTTrainer
-from ..training import FitResult, default_device, fit, seed_everything
-from . import get_data, preset_settings
+from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
+                        seed_everything)
+from . import apply_overrides, get_data, preset_settings
 
 PROTOCOL = FullRanking(ks=(20, 50, 100), recall_denominator="min(k,R)")
 METRICS = ["Recall@20", "Recall@50", "NDCG@100"]
@@ -61,9 +63,13 @@ PRESETS = {
 }
 
 
-def settings_for(dataset: str, preset: str) -> dict:
+def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
+    """The preset's settings for ``dataset``, every `RaCTConfig` field spelled out (so that
+    ``overrides`` such as ``{"ract.actor.lr": "1e-3"}`` reach the defaults too)."""
     table = preset_settings(PRESETS, preset)
-    return table.get(dataset, table["*"])
+    settings = table.get(dataset, table["*"])
+    settings["ract"] = asdict(ract_config(settings))
+    return apply_overrides(settings, overrides, f"preset {preset!r} on {dataset}")
 
 
 def ract_config(settings: dict) -> RaCTConfig:
@@ -83,7 +89,8 @@ def load_split(dataset: str, settings: dict, seed: int = 0,
 
 
 def train_multdae(split: Split, config: RaCTConfig, valid: Evaluator, seed: int = 0,
-                  device=None, progress: bool = False) -> tuple[MultVAE, FitResult]:
+                  device=None, progress: bool = False, checkpoints: Checkpoints | None = None
+                  ) -> tuple[MultVAE, FitResult]:
     """Mult-DAE with the actor's architecture and schedule, selected on validation NDCG@100."""
     generator = seed_everything(seed)
     actor = config.actor
@@ -94,7 +101,7 @@ def train_multdae(split: Split, config: RaCTConfig, valid: Evaluator, seed: int 
     optimizer = torch.optim.Adam(dae.parameters(), lr=dae.config.lr)
     result = fit(dae, optimizer, lambda epoch: user_batches(rows, actor.batch_size, generator),
                  valid, "NDCG@100", config.actor_epochs, config.patience, progress=progress,
-                 desc="Mult-DAE")
+                 desc="Mult-DAE", **checkpoint_args(checkpoints, "Mult-DAE"))
     return dae, result
 
 
@@ -112,16 +119,18 @@ def make_trainer(split: Split, config: RaCTConfig, valid: Evaluator, seed: int =
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
-        data_path: str | None = None, progress: bool = False,
+        data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
-    settings = settings_for(dataset, preset)
+    settings = settings_for(dataset, preset, overrides)
     config = ract_config(settings)
-    data, split = load_split(dataset, settings, seed, data_path)
+    with phase(f"data: {dataset}", progress):
+        data, split = load_split(dataset, settings, seed, data_path)
     device = default_device()
     valid = Evaluator(split.valid, PROTOCOL, split.n_items, device=device)
     test = Evaluator(split.test, PROTOCOL, split.n_items, device=device)
 
-    dae, dae_fit = train_multdae(split, config, valid, seed, device, progress)
+    dae, dae_fit = train_multdae(split, config, valid, seed, device, progress,
+                                 Checkpoints.at(checkpoint_dir, split, settings, seed))
     trainer = make_trainer(split, config, valid, seed, device, checkpoint_dir, progress)
     stage1 = trainer.run_stage(1)
     vae = copy.deepcopy(trainer.actor)
@@ -135,5 +144,5 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     selection = {name: {"best epoch": result.best_epoch, "valid NDCG@100": result.best_value}
                  for name, result in (("Mult-DAE", dae_fit), ("Mult-VAE", stage1),
                                       ("RaCT", stage3))}
-    evaluate_models(models, {"full": test}, table, selection)
+    evaluate_models(models, {"full": test}, table, selection, progress)
     return table

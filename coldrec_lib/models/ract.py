@@ -35,7 +35,8 @@ from torch.func import functional_call
 from ..data.splits import EvalSet
 from ..evaluation import EvalResult, eval_mode
 from ..metrics import top_k_ndcg
-from ..training import FitResult, fit, load_checkpoint, save_checkpoint, seed_everything
+from ..training import (FitResult, fingerprint, fit, load_checkpoint, save_checkpoint,
+                        seed_everything)
 from .multvae import (MultVAE, MultVAEConfig, UserRows, binary_rows, multinomial_nll,
                       user_batches, weight_penalty)
 
@@ -212,8 +213,9 @@ STAGE_SETTINGS = {1: ("actor", "actor_epochs", "patience"), 2: ("critic", "criti
 class RaCTTrainer:
     """Runs the three stages in order. With ``checkpoint_dir`` every finished stage is written to
     ``stage{k}.pt`` (actor, critic, the stage's learning curve); a later run with the same
-    configuration loads finished stages instead of training them again. Each stage reseeds
-    with ``seed + stage``, so a resumed run gives the same numbers as an uninterrupted one.
+    configuration, seed and data (a `fingerprint` of the training rows and the validation users)
+    loads finished stages instead of training them again, and refuses another run's. Each stage
+    reseeds with ``seed + stage``, so a resumed run gives the same numbers as an uninterrupted one.
 
     ``valid`` is an `Evaluator` whose protocol computes NDCG@100 (`FullRanking(ks=(..., 100))`).
     """
@@ -231,6 +233,7 @@ class RaCTTrainer:
         self.train_rows, self.valid, self.critic_valid = train_rows, valid, critic_valid
         self.seed, self.progress = seed, progress
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.data = fingerprint(train_rows, valid.eval_set)  # a checkpoint's data and split
         self.results: dict[int, FitResult] = {}
 
     def checkpoint_path(self, stage: int) -> Path | None:
@@ -273,10 +276,8 @@ class RaCTTrainer:
             result = self._actor_critic(batches, desc)
         self.results[stage] = result
         if path is not None:
-            save_checkpoint({"stage": stage, "config": self._settings_up_to(stage),
-                             "n_items": self.actor.n_items, "seed": self.seed,
-                             "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                             "result": asdict(result)}, path)
+            save_checkpoint({**self._identity(stage), "actor": self.actor.state_dict(),
+                             "critic": self.critic.state_dict(), "result": asdict(result)}, path)
         return result
 
     def _actor_critic(self, batches, desc: str) -> FitResult:
@@ -299,10 +300,14 @@ class RaCTTrainer:
         config = asdict(self.config)
         return {key: config[key] for k in range(1, stage + 1) for key in STAGE_SETTINGS[k]}
 
+    def _identity(self, stage: int) -> dict:
+        """What a checkpoint of ``stage`` was made from: its settings, seed, data and split."""
+        return {"stage": stage, "config": self._settings_up_to(stage),
+                "n_items": self.actor.n_items, "seed": self.seed, "data": self.data}
+
     def _load(self, path: Path, stage: int) -> FitResult:
         state = load_checkpoint(path, map_location=next(self.actor.parameters()).device)
-        expected = {"stage": stage, "config": self._settings_up_to(stage),
-                    "n_items": self.actor.n_items, "seed": self.seed}
+        expected = self._identity(stage)
         found = {key: state.get(key) for key in expected}
         if found != expected:
             differ = [key for key in expected if found[key] != expected[key]]
@@ -310,4 +315,5 @@ class RaCTTrainer:
                              f"{', '.join(differ)}); delete it or choose another checkpoint_dir")
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
+        print(f"stage {stage}: loaded from {path} instead of training it")
         return FitResult(**state["result"])

@@ -1,0 +1,94 @@
+"""Checkpoints that cannot corrupt a result (issue 9): a truncated file names itself, a killed
+save leaves no temporary files for ever, and a model is only reloaded when it was made on the
+same data, split, settings and seed."""
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from coldrec_lib.evaluation import Evaluator
+from coldrec_lib.experiments import ract as experiment
+from coldrec_lib.models.ract import RaCTConfig
+from coldrec_lib.training import (Checkpoints, checkpoint_args, fingerprint, fit,
+                                  load_checkpoint, save_checkpoint)
+from test_training import Quadratic
+
+
+def train(checkpoints, calls):
+    model = Quadratic()
+
+    def batches(epoch):
+        calls.append(epoch)
+        return [torch.tensor([0.0])]
+    result = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), batches, max_epochs=3,
+                 progress=False, desc="quadratic", **checkpoint_args(checkpoints, "quadratic"))
+    return model, result
+
+
+def test_a_truncated_checkpoint_is_an_error_that_names_it(tmp_path):
+    path = save_checkpoint({"w": torch.arange(1000.0)}, tmp_path / "model.pt")
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match=f"checkpoint {path} cannot be read .*truncated"):
+        load_checkpoint(path)
+
+
+def test_temporary_files_of_a_killed_save_are_cleaned_on_the_next_save_and_load(tmp_path):
+    path = tmp_path / "model.pt"
+    for name in (".model.pt.abc123.tmp", ".model.pt.x.tmp"):  # what a SIGKILL leaves behind
+        (tmp_path / name).write_bytes(b"half")
+    (tmp_path / ".other.pt.abc.tmp").write_bytes(b"another checkpoint's")
+    save_checkpoint({"x": torch.ones(1)}, path)
+    assert sorted(os.listdir(tmp_path)) == [".other.pt.abc.tmp", "model.pt"]
+    (tmp_path / ".model.pt.def.tmp").write_bytes(b"half")
+    load_checkpoint(path)
+    assert sorted(os.listdir(tmp_path)) == [".other.pt.abc.tmp", "model.pt"]
+
+
+def test_fingerprint_sees_data_split_and_settings():
+    frame = pd.DataFrame({"user": [0, 0, 1], "item": [1, 2, 3]})
+    assert fingerprint(frame, {"lr": 0.1}, 0) == fingerprint(frame.copy(), {"lr": 0.1}, 0)
+    assert fingerprint(frame, {"lr": 0.1}, 0) != fingerprint(frame.iloc[:2], {"lr": 0.1}, 0)
+    assert fingerprint(frame, {"lr": 0.1}, 0) != fingerprint(frame, {"lr": 0.2}, 0)
+    assert fingerprint(frame, {"lr": 0.1}, 0) != fingerprint(frame, {"lr": 0.1}, 1)
+    assert fingerprint(torch.tensor([1, 2])) != fingerprint(torch.tensor([2, 1]))
+
+
+def test_fit_resumes_a_finished_model_of_the_same_identity_only(tmp_path, capsys):
+    calls = []
+    trained, first = train(Checkpoints.at(tmp_path, "data", 0), calls)
+    assert calls == [1, 2, 3]
+    resumed, again = train(Checkpoints.at(tmp_path, "data", 0), calls)
+    assert calls == [1, 2, 3]  # not trained again
+    assert "loaded the finished model" in capsys.readouterr().out
+    assert torch.equal(resumed.w, trained.w) and again.history == first.history
+    with pytest.raises(ValueError, match="quadratic.pt was made on other data, split, settings "
+                                         "or seed"):
+        train(Checkpoints.at(tmp_path, "other data", 0), calls)
+    # without a folder, nothing is written or read
+    train(Checkpoints.at(None, "data", 0), calls)
+    assert calls == [1, 2, 3, 1, 2, 3]
+
+
+TINY = {"synthetic": dict(n_users=300, n_items=150), "n_valid": 40, "n_test": 40,
+        "min_rating": None,
+        "ract": dict(actor=dict(hidden_dims=(32,), latent_dim=8, batch_size=50, anneal_steps=100),
+                     critic=dict(hidden_dims=(16, 8), lr=1e-3), actor_epochs=2, critic_epochs=2,
+                     finetune_epochs=2, finetune_lr=1e-3, patience=10)}
+
+
+def ract_trainer(checkpoint_dir, n_valid):
+    settings = {**TINY, "n_valid": n_valid}
+    _, split = experiment.load_split("synthetic", settings, seed=0)
+    valid = Evaluator(split.valid, experiment.PROTOCOL, split.n_items)
+    return experiment.make_trainer(split, RaCTConfig(**TINY["ract"]), valid, 0,
+                                   checkpoint_dir=checkpoint_dir, progress=False)
+
+
+def test_ract_refuses_stage_checkpoints_made_on_another_split(tmp_path, capsys):
+    ract_trainer(tmp_path, n_valid=40).run(until=1)
+    ract_trainer(tmp_path, n_valid=40).run(until=1)  # the same split: loaded, and says so
+    assert "stage 1: loaded from" in capsys.readouterr().out
+    # more validation users: the checkpoint's training users include new validation users
+    with pytest.raises(ValueError, match="stage1.pt was written by a different run .*data"):
+        ract_trainer(tmp_path, n_valid=60).run_stage(1)
