@@ -143,6 +143,8 @@ def make_scenario_synthetic(n_users: int = 3000, n_items: int = 1500, n_topics: 
                    for name, pool in definitions.items()}
     features = pd.DataFrame({"genres": [(f"topic{t}",) for t in topic], "topic": topic},
                             index=np.arange(1, n_items + 1))
+    # a user may pick the same item in two scenarios: two interactions, both kept
     data = Interactions.from_frame(frame, rating=None, name="synthetic-scenarios",
-                                   item_features=features, source="synthetic generator")
+                                   item_features=features, source="synthetic generator",
+                                   duplicates="keep")
     return data, definitions
