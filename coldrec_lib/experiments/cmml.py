@@ -24,7 +24,8 @@ from ..evaluation import ResultsTable, ScenarioEvaluator, ScenarioRanking, eval_
 from ..models.cmml import CMML, CMMLConfig
 from ..models.s2meta import S2Meta, S2MetaConfig
 from ..models.scenario import FirstOrderMAML, MAMLConfig, SupportPopularity
-from ..training import FitResult, default_device, fit, seed_everything
+from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
+                        seed_everything)
 from . import get_data, preset_settings
 
 _TASKS = {"support": 64, "query": 128, "n_negatives": 2, "max_support": 512}
@@ -83,9 +84,10 @@ def make_evaluator(scenarios: ScenarioSet, config: dict, seed: int, support_limi
 
 
 def train_scenario_model(model, split: ScenarioSplit, config: dict, generator: torch.Generator,
-                         valid: ScenarioEvaluator, progress: bool = False,
-                         desc: str = "train") -> FitResult:
-    """Adam on the query hinge loss of training tasks; epoch selected on validation Recall@20."""
+                         valid: ScenarioEvaluator, progress: bool = False, desc: str = "train",
+                         checkpoints: Checkpoints | None = None) -> FitResult:
+    """Adam on the query hinge loss of training tasks; epoch selected on validation Recall@20.
+    With ``checkpoints``, a finished model of the same run is loaded instead of trained."""
     optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr,
                                  weight_decay=model.config.weight_decay)
     device = next(model.buffers()).device
@@ -98,7 +100,7 @@ def train_scenario_model(model, split: ScenarioSplit, config: dict, generator: t
     return fit(model, optimizer, batches, valid, metric=SELECTION,
                max_epochs=config["max_epochs"], patience=config["patience"],
                eval_every=config["eval_every"], grad_clip=5.0,
-               progress=progress, desc=desc)
+               progress=progress, desc=desc, **checkpoint_args(checkpoints, desc))
 
 
 def build_models(embeddings, config: dict) -> dict:
@@ -139,11 +141,14 @@ class NoAdaptation(Diagnostic):
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
-        data_path: str | None = None, progress: bool = False) -> ResultsTable:
-    config = preset_settings(PRESETS, preset)
+        data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
+        checkpoint_dir=None) -> ResultsTable:
+    config = preset_settings(PRESETS, preset, overrides)
     device = default_device()
     generator = seed_everything(seed)
     split = make_split(dataset, config, data_path, seed)
+    checkpoints = Checkpoints.at(checkpoint_dir, split.train.pairs, split.valid.pairs,
+                                 split.test.pairs, config, seed)
     embeddings = pretrain_embeddings(split.train, config["dim"], config["mf_epochs"], generator)
     valid = make_evaluator(split.valid, config, seed, device=device)
     test = make_evaluator(split.test, config, seed + 1, device=device)
@@ -154,7 +159,8 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     for name, model in models.items():
         model.to(device)
         start = time.perf_counter()
-        history = train_scenario_model(model, split, config, generator, valid, progress, name)
+        history = train_scenario_model(model, split, config, generator, valid, progress, name,
+                                       checkpoints)
         extra = {"best_epoch": history.best_epoch, "valid Recall@20": history.best_value,
                  "first loss": history.history[0]["loss"], "last loss": history.history[-1]["loss"],
                  "train seconds": time.perf_counter() - start}
