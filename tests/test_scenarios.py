@@ -97,7 +97,8 @@ def test_embeddings_are_pretrained_on_training_scenarios(scenario_data):
 # ---------------------------------------------------------------------- bad input
 def tiny(rows):
     frame = pd.DataFrame(rows, columns=["user", "item", "scenario"])
-    return Interactions.from_frame(frame, rating=None, timestamp=None, source="tiny")
+    return Interactions.from_frame(frame, rating=None, timestamp=None, source="tiny",
+                                   duplicates="keep")  # a pair may sit in two scenarios
 
 
 def test_too_few_users_names_the_scenario():
