@@ -358,3 +358,64 @@ def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFr
         features = data.item_features.loc[top.indices[0].cpu().numpy()].reset_index(drop=True)
         out = pd.concat([out, features], axis=1)
     return out
+
+
+# ---------------------------------------------------------------------- scenario ranking
+@dataclass(frozen=True)
+class ScenarioRanking:
+    """Scenario cold start (`03_cmml`): every evaluated user of a held-out scenario ranks *all*
+    candidate items of the scenario after the model has read the scenario's support pairs
+    (at most ``support_limit`` of them, default: all the evaluation set holds)."""
+
+    ks: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100)
+    support_limit: int | None = None
+
+    def describe(self, n_items: int | None = None) -> str:
+        support = "all" if self.support_limit is None else f"the first {self.support_limit}"
+        return (f"each evaluated user ranks all candidate items of the scenario (nothing masked; "
+                f"support: {support} of the other half of the users' pairs); Recall denominator "
+                f"R; averaged over (scenario, user); {TIES}")
+
+
+class ScenarioEvaluator:
+    """Scores a scenario model (`coldrec_lib.models.scenario`) on a `ScenarioEvalSet`: batches
+    of ``scenarios_per_batch`` scenarios are adapted at once, their users scored against all
+    candidates in chunks of at most ``max_pairs`` (user, item) pairs, ranked by
+    `ranking_metrics`."""
+
+    def __init__(self, eval_set, protocol: ScenarioRanking = ScenarioRanking(),
+                 scenarios_per_batch: int = 16, max_pairs: int = 1 << 17, device=None):
+        self.eval_set, self.protocol = eval_set, protocol
+        self.scenarios_per_batch, self.max_pairs = scenarios_per_batch, max_pairs
+        self.device = torch.device(device) if device is not None else None
+
+    def describe(self) -> str:
+        return self.protocol.describe()
+
+    @torch.no_grad()
+    def evaluate(self, model, name: str | None = None, progress: bool = False) -> EvalResult:
+        device = self.device or _model_device(model)
+        per_user: dict[str, list[torch.Tensor]] = {}
+        with eval_mode(model):
+            for batch in tqdm(self.eval_set.batches(self.scenarios_per_batch,
+                                                    self.protocol.support_limit),
+                              disable=not progress, desc="eval", leave=False):
+                batch = batch.to(device)
+                state = model.adapt(batch)
+                n, n_candidates = batch.candidates.shape
+                chunk = max(1, self.max_pairs // (n * n_candidates))
+                for start in range(0, batch.users.shape[1], chunk):
+                    users = slice(start, start + chunk)
+                    scores = model.pair_scores(state, batch.users[:, users], batch.candidates,
+                                               grid=True).float()
+                    scores = scores.masked_fill(~batch.candidate_mask.unsqueeze(1), float("-inf"))
+                    rows = batch.user_mask[:, users]
+                    values, _ = ranking_metrics(scores[rows], batch.relevant[:, users][rows],
+                                                self.protocol.ks)
+                    for key, value in values.items():
+                        if key.startswith(("Recall@", "NDCG@")):
+                            per_user.setdefault(key, []).append(value.cpu())
+        per_user_t = {k: torch.cat(v) for k, v in per_user.items()}
+        return EvalResult(name or type(model).__name__, self.describe(), self.eval_set.name,
+                          len(next(iter(per_user_t.values()))),
+                          {k: float(v.mean()) for k, v in per_user_t.items()}, per_user_t)

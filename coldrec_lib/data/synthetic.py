@@ -97,3 +97,54 @@ def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cumulative = probabilities.cumsum(1)
     u = rng.random((len(probabilities), 1)) * cumulative[:, -1:]
     return np.minimum((cumulative < u).sum(1), probabilities.shape[1] - 1)
+
+
+def make_scenario_synthetic(n_users: int = 3000, n_items: int = 1500, n_topics: int = 30,
+                            dim: int = 16, n_modes: int = 4, n_scenarios: int = 400,
+                            topics_per_scenario: int = 4, users_per_scenario: int = 40,
+                            picks: int = 5, noise: float = 1.0, seed: int = 0
+                            ) -> tuple[Interactions, dict[str, list]]:
+    """Scenario-specific cold start (`03_cmml`, section "Scenarios"): the stand-in for the
+    papers' non-public scenario data.
+
+    Items live in ``n_topics`` topics (item vector = topic centre + noise, ``dim`` dimensions);
+    users have vectors too. A scenario has one of ``n_modes`` *modes* (a linear map
+    ``A_m = I + R_m / sqrt(dim)`` of the user vector, ``R_m`` random: a shared taste with a
+    mode-specific twist, so the same user wants different things in different scenarios), a
+    candidate pool (the items of ``topics_per_scenario`` topics) and ``users_per_scenario`` users,
+    each picking their top ``picks`` candidates by ``(A_m u) . i`` plus Gumbel noise of scale
+    ``noise``. A scenario model that reads the mode off a few support pairs beats one that cannot.
+
+    Returns the interactions (implicit, column ``scenario``; item features: ``genres`` = the
+    item's topic) and the scenario definitions ``{name: candidate raw item ids}`` (items nobody
+    picked anywhere are not in the data, so they are left out of the pools).
+    """
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(n_topics, size=n_items)
+    items = rng.normal(size=(n_topics, dim))[topic] + 0.5 * rng.normal(size=(n_items, dim))
+    users = rng.normal(size=(n_users, dim))
+    modes = np.eye(dim) + rng.normal(size=(n_modes, dim, dim)) / np.sqrt(dim)
+    rows, definitions = [], {}
+    for s in range(n_scenarios):
+        pool = np.flatnonzero(np.isin(topic, rng.choice(n_topics, topics_per_scenario,
+                                                        replace=False)))
+        who = rng.choice(n_users, users_per_scenario, replace=False)
+        mode = rng.integers(n_modes)
+        score = (users[who] @ modes[mode].T) @ items[pool].T
+        score += noise * rng.gumbel(size=score.shape)
+        top = np.argsort(-score, axis=1)[:, :picks]
+        name = f"scenario {s:03d} (mode {mode})"
+        definitions[name] = pool + 1
+        rows.append(pd.DataFrame({"user": np.repeat(who + 1, picks), "item": pool[top].ravel() + 1,
+                                  "timestamp": s, "scenario": name}))
+    frame = pd.concat(rows, ignore_index=True)
+    present = set(frame["item"].tolist())
+    definitions = {name: [i for i in pool.tolist() if i in present]
+                   for name, pool in definitions.items()}
+    features = pd.DataFrame({"genres": [(f"topic{t}",) for t in topic], "topic": topic},
+                            index=np.arange(1, n_items + 1))
+    # a user may pick the same item in two scenarios: two interactions, both kept
+    data = Interactions.from_frame(frame, rating=None, name="synthetic-scenarios",
+                                   item_features=features, source="synthetic generator",
+                                   duplicates="keep")
+    return data, definitions

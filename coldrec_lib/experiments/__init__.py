@@ -20,9 +20,10 @@ EXPERIMENTS = {
     "foundations": "coldrec_lib.experiments.foundations",
     "metatl": "coldrec_lib.experiments.metatl",
     "ract": "coldrec_lib.experiments.ract",
-    "melo": "coldrec_lib.experiments.melo",
-    "generation": "coldrec_lib.experiments.generation",
     "sequential": "coldrec_lib.experiments.sequential",
+    "melo": "coldrec_lib.experiments.melo",
+    "cmml": "coldrec_lib.experiments.cmml",
+    "generation": "coldrec_lib.experiments.generation",
 }
 
 

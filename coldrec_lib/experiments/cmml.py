@@ -1,0 +1,201 @@
+"""CMML / s2Meta experiment (notebook `03_cmml`): scenario-specific cold start.
+
+Scenarios (MovieLens: genre x time slice; synthetic: the scenario generator) are split into
+disjoint training / validation / test scenarios; user and item embeddings are pretrained by BPR
+on the training scenarios and frozen. Models: support popularity, a global MLP (no adaptation),
+first-order MAML, s2Meta and CMML variants (context encoder x modulation). Each trained model's
+epoch is selected on validation Recall@20 (never a test metric); test scenarios are evaluated
+with every user ranking all candidates (Recall@K, NDCG@K, K in 1..100), also with fewer support
+pairs (column ``support``). Diagnostic rows: CMML with the context of another scenario, MAML and
+s2Meta at their initialisation (no adaptation).
+
+    python -m coldrec_lib run cmml --dataset ml-100k --data-path ../shared/data/ml-100k --preset full
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..data.scenarios import (ScenarioSet, ScenarioSplit, defined_scenarios,
+                              genre_time_scenarios, pretrain_embeddings, split_scenarios)
+from ..data.synthetic import make_scenario_synthetic
+from ..evaluation import ResultsTable, ScenarioEvaluator, ScenarioRanking, eval_mode
+from ..models.cmml import CMML, CMMLConfig
+from ..models.s2meta import S2Meta, S2MetaConfig
+from ..models.scenario import FirstOrderMAML, MAMLConfig, SupportPopularity
+from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
+                        seed_everything)
+from . import get_data, preset_settings
+
+_TASKS = {"support": 64, "query": 128, "n_negatives": 2, "max_support": 512}
+PRESETS = {
+    "smoke": {
+        "synthetic": {"n_users": 600, "n_items": 400, "n_topics": 12, "n_scenarios": 300,
+                      "users_per_scenario": 30},
+        "scenarios": {}, "dim": 16, "mf_epochs": 40, **_TASKS, "lr": 3e-3,
+        "scenarios_per_batch": 16, "batches_per_epoch": 10, "max_epochs": 5, "eval_every": 1,
+        "patience": 2,
+        "hidden": (32, 32), "s2meta": {"max_steps": 4, "min_steps": 2},
+        "support_curve": (4, 16, 64),
+    },
+    "full": {
+        "synthetic": {"n_users": 3000, "n_items": 1500, "n_scenarios": 600},
+        "scenarios": {"n_slices": 6, "min_users": 20, "min_candidates": 20},
+        "dim": 32, "mf_epochs": 30, **_TASKS, "lr": 1e-3,
+        # sized for a CPU: about 4 minutes of one core per seed on ML-100K (validation is
+        # most of it, hence eval_every=2)
+        "scenarios_per_batch": 16, "batches_per_epoch": 12, "max_epochs": 8, "eval_every": 2,
+        "patience": 2, "hidden": (64, 64, 64), "s2meta": {"max_steps": 5, "min_steps": 3},
+        "support_curve": (8, 64),
+    },
+}
+SELECTION = "Recall@20"  # on validation scenarios only
+CMML_VARIANTS = {  # name -> config overrides (the first is "CMML" in the support curve)
+    "CMML (mean, FiLM 1+gamma)": {},
+    "CMML (GRU, FiLM 1+gamma)": {"encoder": "gru"},
+    "CMML (mean, FiLM raw gamma)": {"modulation": "film"},
+    "CMML (mean, gating)": {"modulation": "gating"},
+    "CMML (mean, final layer)": {"modulation": "final"},
+    "CMML (mean, soft modules)": {"modulation": "softm"},
+}
+
+
+def load_scenarios(dataset: str, config: dict, data_path: str | None = None,
+                   seed: int = 0) -> ScenarioSet:
+    """Synthetic scenarios from the generator, or MovieLens genre x time slices."""
+    if dataset == "synthetic":
+        data, definitions = make_scenario_synthetic(seed=seed, **config["synthetic"])
+        return defined_scenarios(data, definitions, max_support=config["max_support"])
+    return genre_time_scenarios(get_data(dataset, data_path), max_support=config["max_support"],
+                                **config["scenarios"])
+
+
+def make_split(dataset: str, config: dict, data_path: str | None = None, seed: int = 0
+               ) -> ScenarioSplit:
+    return split_scenarios(load_scenarios(dataset, config, data_path, seed), seed=seed)
+
+
+def make_evaluator(scenarios: ScenarioSet, config: dict, seed: int, support_limit=None,
+                   device=None) -> ScenarioEvaluator:
+    eval_set = scenarios.eval_set(config["max_support"], config["n_negatives"], seed)
+    return ScenarioEvaluator(eval_set, ScenarioRanking(support_limit=support_limit),
+                             device=device)
+
+
+def train_scenario_model(model, split: ScenarioSplit, config: dict, generator: torch.Generator,
+                         valid: ScenarioEvaluator, progress: bool = False, desc: str = "train",
+                         checkpoints: Checkpoints | None = None) -> FitResult:
+    """Adam on the query hinge loss of training tasks; epoch selected on validation Recall@20.
+    With ``checkpoints``, a finished model of the same run is loaded instead of trained."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr,
+                                 weight_decay=model.config.weight_decay)
+    device = next(model.buffers()).device
+
+    def batches(epoch):
+        for _ in range(config["batches_per_epoch"]):
+            yield split.train.sample(config["scenarios_per_batch"], config["support"],
+                                     config["query"], config["n_negatives"], generator).to(device)
+
+    return fit(model, optimizer, batches, valid, metric=SELECTION,
+               max_epochs=config["max_epochs"], patience=config["patience"],
+               eval_every=config["eval_every"], grad_clip=5.0,
+               progress=progress, desc=desc, **checkpoint_args(checkpoints, desc))
+
+
+def build_models(embeddings, config: dict) -> dict:
+    """Every trained model of the table, untrained, by name."""
+    shared = {"hidden": config["hidden"], "lr": config["lr"]}
+    models = {name: CMML(embeddings, CMMLConfig(**shared, **overrides))
+              for name, overrides in CMML_VARIANTS.items()}
+    models["s2Meta"] = S2Meta(embeddings, S2MetaConfig(**shared, **config["s2meta"]))
+    models["MAML (first order)"] = FirstOrderMAML(embeddings, MAMLConfig(**shared))
+    models["Global MLP"] = FirstOrderMAML(embeddings, MAMLConfig(**shared, inner_steps=0))
+    return models
+
+
+class Diagnostic(torch.nn.Module):
+    """A trained scenario model whose ``adapt`` is changed; it scores as the model does."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def pair_scores(self, state, users, items, grid=False):
+        return self.model.pair_scores(state, users, items, grid)
+
+
+class ShuffledContext(Diagnostic):
+    """Diagnostic: a trained CMML that reads the context of *another* scenario of the batch.
+    If the context encoder learned nothing scenario-specific, nothing changes."""
+
+    def adapt(self, batch):
+        return self.model.adapt(batch).roll(1, 0)
+
+
+class NoAdaptation(Diagnostic):
+    """Diagnostic: MAML or s2Meta scored with its (meta-learned) initial weights, no steps."""
+
+    def adapt(self, batch):
+        return self.model.initial_params(len(batch))
+
+
+def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
+        data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
+        checkpoint_dir=None) -> ResultsTable:
+    config = preset_settings(PRESETS, preset, overrides)
+    device = default_device()
+    generator = seed_everything(seed)
+    split = make_split(dataset, config, data_path, seed)
+    checkpoints = Checkpoints.at(checkpoint_dir, split.train.pairs, split.valid.pairs,
+                                 split.test.pairs, config, seed)
+    embeddings = pretrain_embeddings(split.train, config["dim"], config["mf_epochs"], generator)
+    valid = make_evaluator(split.valid, config, seed, device=device)
+    test = make_evaluator(split.test, config, seed + 1, device=device)
+    table = ResultsTable(f"Scenario cold start ({split!r})", dataset, preset)
+    support = config["max_support"]
+
+    models = build_models(embeddings, config)
+    for name, model in models.items():
+        model.to(device)
+        start = time.perf_counter()
+        history = train_scenario_model(model, split, config, generator, valid, progress, name,
+                                       checkpoints)
+        extra = {"best_epoch": history.best_epoch, "valid Recall@20": history.best_value,
+                 "first loss": history.history[0]["loss"], "last loss": history.history[-1]["loss"],
+                 "train seconds": time.perf_counter() - start}
+        result = test.evaluate(model, name)
+        if isinstance(model, S2Meta):
+            steps, sizes = s2meta_diagnostics(model, test)
+            extra.update({"inner steps": steps, "step size": sizes})
+        table.add(result, "scenario", support=support, **extra)
+    popularity = SupportPopularity(embeddings, split.train.pair_items).to(device)
+    table.add(test.evaluate(popularity, "Support popularity"), "scenario", support=support)
+    diagnostics = {"CMML, another scenario's context": ShuffledContext(models[next(iter(CMML_VARIANTS))]),
+                   "MAML at its initialisation": NoAdaptation(models["MAML (first order)"]),
+                   "s2Meta at its initialisation": NoAdaptation(models["s2Meta"])}
+    for name, model in diagnostics.items():
+        table.add(test.evaluate(model, name), "scenario", support=support)
+
+    curve = {"CMML": models[next(iter(CMML_VARIANTS))], "s2Meta": models["s2Meta"],
+             "MAML (first order)": models["MAML (first order)"],
+             "Global MLP": models["Global MLP"], "Support popularity": popularity}
+    for limit in config["support_curve"]:
+        evaluator = make_evaluator(split.test, config, seed + 1, support_limit=limit,
+                                   device=device)
+        for name, model in curve.items():
+            table.add(evaluator.evaluate(model, name), "scenario", support=limit)
+    return table
+
+
+@torch.no_grad()
+def s2meta_diagnostics(model: S2Meta, evaluator: ScenarioEvaluator) -> tuple[float, float]:
+    """Mean number of inner steps and mean step size (input gate of the first weight tensor)
+    over the evaluator's scenarios, with the stop controller deciding (``p > 0.5``)."""
+    steps, sizes = [], []
+    with eval_mode(model):
+        for batch in evaluator.eval_set.batches(evaluator.scenarios_per_batch):
+            adaptation = model.adapt_with_stops(batch.to(next(model.buffers()).device))
+            steps.append(adaptation.steps)
+            sizes.append(adaptation.step_sizes)
+    return float(torch.cat(steps).mean()), float(torch.cat(sizes).mean())
