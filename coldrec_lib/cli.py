@@ -13,6 +13,7 @@ reference table a notebook shows (`coldrec_lib.references`).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import torch
 from .data import DATASETS
 from .data.errors import DataError
 from .experiments import EXPERIMENTS, get_experiment, parse_overrides
-from .references import REFERENCE_DIR, run_reference
+from .references import REFERENCE_DIR, Reference, combine, run_reference
 
 
 def non_negative_int(text: str) -> int:
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="folder that already holds the dataset's files (no download)")
     reference.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
     reference.add_argument("--threads", type=non_negative_int, default=1)
+    reference.add_argument("--combine", nargs="+", metavar="JSON", default=None,
+                           help="instead of running: combine reference files of the same "
+                                "experiment made over other seeds (e.g. one seed per process)")
     reference.add_argument("--out-dir", default=None,
                            help="folder for the files (default: the package's reference_runs/)")
     commands.add_parser("list", help="list the experiments")
@@ -112,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args) -> int:
     if args.command == "reference":
-        result = run_reference(args.experiment, args.dataset, args.seeds, args.data_path,
-                               threads=args.threads)
+        if args.combine:
+            result = combine([Reference(**json.loads(Path(p).read_text())) for p in args.combine])
+        else:
+            result = run_reference(args.experiment, args.dataset, args.seeds, args.data_path,
+                                   threads=args.threads)
         print(result.describe())
         print(result.to_markdown())
         print(f"reference written to {result.save(args.out_dir or REFERENCE_DIR)}")

@@ -167,6 +167,29 @@ def run_reference(experiment: str, dataset: str = "ml-100k", seeds=(0, 1, 2),
                      per_seed, dict(last.protocols))
 
 
+def combine(pieces: list[Reference]) -> Reference:
+    """One reference from runs of the same experiment over other seeds (e.g. one seed per
+    process or machine, run in parallel): the same numbers as one run over all the seeds."""
+    first = pieces[0]
+    for piece in pieces[1:]:
+        for attribute in ("experiment", "dataset", "preset", "threads", "protocols"):
+            if getattr(piece, attribute) != getattr(first, attribute):
+                raise ValueError(f"cannot combine reference runs that differ in {attribute}: "
+                                 f"{getattr(first, attribute)!r} vs {getattr(piece, attribute)!r}")
+    seeds = [seed for piece in pieces for seed in piece.seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"cannot combine reference runs with repeated seeds: {seeds}")
+    tables = {seed: [{k: v for k, v in row.items() if k != "seed"}
+                     for row in piece.per_seed if row["seed"] == seed]
+              for piece in pieces for seed in piece.seeds}
+    return Reference(first.experiment, first.dataset, first.preset, seeds,
+                     command_line(first.experiment, first.dataset, seeds, first.threads),
+                     first.title, first.machine, first.threads,
+                     [t for piece in pieces for t in piece.seconds_per_seed], aggregate(tables),
+                     [{"seed": seed, **row} for seed, rows in tables.items() for row in rows],
+                     dict(first.protocols))
+
+
 def reference_path(experiment: str, dataset: str = "ml-100k") -> Path:
     return REFERENCE_DIR / f"{experiment}-{dataset}.json"
 

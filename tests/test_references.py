@@ -1,12 +1,13 @@
 """Reference tables: aggregation over seeds, files, and the check that re-runs them."""
+import json
 import math
 
 import numpy as np
 import pytest
 
 from coldrec_lib.cli import main
-from coldrec_lib.references import (Reference, aggregate, differences, load_reference,
-                                    run_reference)
+from coldrec_lib.references import (Reference, aggregate, combine, differences,
+                                    load_reference, run_reference)
 
 
 def _rows(seed_values):
@@ -65,3 +66,20 @@ def test_cli_reference_writes_json_and_markdown(tmp_path, monkeypatch):
                  "--out-dir", str(tmp_path)]) == 0
     assert (tmp_path / "foundations-synthetic.json").exists()
     assert "±" in (tmp_path / "foundations-synthetic.md").read_text()
+
+
+def test_references_run_seed_by_seed_combine_into_the_run_over_all_seeds(tmp_path):
+    together = run_reference("foundations", "synthetic", seeds=(0, 1), preset="smoke",
+                             progress=False)
+    paths = []
+    for seed in (0, 1):
+        piece = run_reference("foundations", "synthetic", seeds=(seed,), preset="smoke",
+                              progress=False)
+        paths.append(str(piece.save(tmp_path / f"s{seed}")))
+    assert main(["reference", "foundations", "--dataset", "synthetic", "--combine", *paths,
+                 "--out-dir", str(tmp_path)]) == 0
+    combined = Reference(**json.loads((tmp_path / "foundations-synthetic.json").read_text()))
+    assert combined.rows == together.rows and combined.per_seed == together.per_seed
+    assert combined.command == together.command
+    with pytest.raises(ValueError, match="repeated seeds"):
+        combine([combined, combined])
