@@ -97,8 +97,11 @@ class Reference:
 
 
 def _cell(mean, se) -> str:
-    if isinstance(mean, float) and math.isnan(mean):
+    """``mean ± SE``; a value that was the same in every seed (no SE) is shown as it is."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
+    if se is None or (isinstance(se, float) and math.isnan(se)):
+        return f"{mean:g}" if float(mean).is_integer() else f"{mean:.4f}"
     return f"{mean:.4f} ± {se:.4f}"
 
 

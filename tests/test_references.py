@@ -24,6 +24,8 @@ def test_aggregate_gives_mean_and_standard_error_and_keeps_constant_keys():
     assert rows[0]["MRR SE"] == pytest.approx(values.std(ddof=1) / math.sqrt(3))
     assert rows[0]["best epoch"] == pytest.approx(5.0) and rows[0]["best epoch SE"] > 0
     assert rows[1]["best epoch"] == 4 and "best epoch SE" not in rows[1]  # same in every seed
+    reference = Reference("x", "d", "full", [0, 1, 2], "cmd", "t", "m", 1, [1.0] * 3, rows)
+    assert list(reference.summary(["best epoch"])["best epoch"]) == ["5.0000 ± 1.1547", "4"]
 
 
 def test_aggregate_refuses_seeds_whose_rows_do_not_match():
