@@ -34,7 +34,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogit
 
 from .data.interactions import PAD
 from .data.splits import EvalBatch, EvalSet
-from .evaluation import eval_mode
+from .evaluation import eval_mode, full_scores
 from .models.base import Recommender
 
 AGGREGATIONS = ("rra", "ra")
@@ -89,10 +89,8 @@ class TopK:
         return "top-K"
 
     def rank(self, model, batch: EvalBatch, k: int, generator=None) -> torch.Tensor:
-        scores = model.score(batch).float()
-        banned = seen_items(batch.history, scores.shape[1] - 1)
-        check_room(batch, banned, k, f"{self.name} over k={k}")
-        return scores.masked_fill(banned, float("-inf")).topk(k, dim=1).indices
+        check_room(batch, seen_items(batch.history, model.n_items), k, f"{self.name} over k={k}")
+        return full_scores(model, batch, model.n_items).topk(k, dim=1).indices
 
 
 def decode(model, batch: EvalBatch, k: int, pick, repeats: int = 1) -> torch.Tensor:

@@ -28,7 +28,7 @@ class BPRMFConfig:
 class BPRMF(Recommender):
     def __init__(self, n_users: int, n_items: int, config: BPRMFConfig = BPRMFConfig()):
         super().__init__()
-        self.config = config
+        self.n_items, self.config = n_items, config
         self.users = nn.Embedding(n_users, config.dim)
         self.items = nn.Embedding(n_items + 1, config.dim)
         self.item_bias = nn.Embedding(n_items + 1, 1)

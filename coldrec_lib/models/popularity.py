@@ -12,6 +12,7 @@ from .base import Recommender
 class Popularity(Recommender):
     def __init__(self, train: pd.DataFrame, n_items: int):
         super().__init__()
+        self.n_items = n_items
         counts = np.bincount(train["item"].to_numpy(), minlength=n_items + 1).astype(np.float32)
         self.register_buffer("counts", torch.from_numpy(counts))
 
