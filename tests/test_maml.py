@@ -113,9 +113,10 @@ def test_predict_adapts_and_returns_ratings(small_tasks):
     torch.testing.assert_close(maml.predict(tasks), unadapted.detach())
 
 
-@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
-def test_vectorised_equals_loop_on_attention_backbones(small_tasks, backbone):
-    """The shared backbones under vmap, second order, padding trimmed vs the full-length loop."""
+@pytest.mark.parametrize("backbone", ["gru4rec", "narm", "sasrec", "bert4rec"])
+def test_vectorised_equals_loop_on_every_backbone(small_tasks, backbone):
+    """The four shared backbones under vmap (the GRUs step by step), second order, padding
+    trimmed vs the full-length loop."""
     from coldrec_lib.experiments.melo import make_backbone
     from coldrec_lib.models.melo import MELOConfig, make_meta_learner
     n_items, tasks = small_tasks

@@ -19,8 +19,12 @@ BACKBONES = {
     "NARM": lambda **kw: NARM(N_ITEMS, NARMConfig(**kw)),
     "SASRec": lambda **kw: SASRec(N_ITEMS, SASRecConfig(**{"n_heads": 2, **kw})),
     "BERT4Rec": lambda **kw: BERT4Rec(N_ITEMS, BERT4RecConfig(**kw)),
+    # the step-by-step GRU (`unrolled_gru`, what MELO's vmap runs) on the same contract
+    "GRU4Rec-unrolled": lambda **kw: GRU4Rec(N_ITEMS, GRU4RecConfig(
+        **{"n_layers": 2, "fused": False, **kw})),
+    "NARM-unrolled": lambda **kw: NARM(N_ITEMS, NARMConfig(**{"fused": False, **kw})),
 }
-CAUSAL = ["GRU4Rec", "NARM", "SASRec"]
+CAUSAL = ["GRU4Rec", "NARM", "SASRec", "GRU4Rec-unrolled", "NARM-unrolled"]
 
 
 def make(name, **overrides):
@@ -50,6 +54,24 @@ def test_left_padding_changes_no_output(name):
     torch.testing.assert_close(together[0], model.score(as_batch(batch[:1, 3:]))[0])
     torch.testing.assert_close(together[1], model.score(as_batch(batch[1:]))[0])
     assert torch.isinf(scores[:, PAD]).all() and torch.isfinite(scores[:, 1:]).all()
+
+
+@pytest.mark.parametrize("name", ["GRU4Rec", "NARM"])
+def test_unrolled_gru_equals_the_fused_one(name):
+    """The same weights give the same states (to float rounding) through torch's fused, packed
+    GRU and the step-by-step one, on rows with 0 to 7 items of left padding, in train mode too
+    (dropout off) -- and the fused GRU keeps reading packed rows."""
+    no_dropout = {"dropout": 0.0, **({"context_dropout": 0.0} if name == "NARM" else {})}
+    fused = make(name, **no_dropout)
+    unrolled = make(name, **no_dropout, fused=False)
+    unrolled.load_state_dict(fused.state_dict())
+    generator = torch.Generator().manual_seed(1)
+    items = torch.randint(1, N_ITEMS + 1, (8, 8), generator=generator)
+    items[torch.arange(8).unsqueeze(1) > torch.arange(8).unsqueeze(0)] = PAD  # row r: r pads
+    for mode in (False, True):
+        fused.train(mode), unrolled.train(mode)
+        torch.testing.assert_close(unrolled.encode(items), fused.encode(items))
+    assert unrolled.config.fused is False and fused.config.fused is True
 
 
 @pytest.mark.parametrize("name", BACKBONES)

@@ -6,7 +6,8 @@ parallel mini-batches and TOP1 loss are replaced by the shared sliding windows a
 section "Four backbones".
 
 torch's fused ``nn.GRU`` (cuDNN on a GPU) runs over packed sequences, so left padding is never
-read by the recurrence (`sequential.run_gru`).
+read by the recurrence (`sequential.run_gru`; ``fused=False`` writes the GRU out step by step so
+that MELO's `vmap` can batch it).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .sequential import SequentialBackbone, SequentialConfig, run_gru
 class GRU4RecConfig(SequentialConfig):
     n_layers: int = 1
     dropout: float = 0.1
+    fused: bool = True      # False: the step-by-step GRU that vmap batches (MELO's MAML)
 
 
 class GRU4Rec(SequentialBackbone):
@@ -38,4 +40,5 @@ class GRU4Rec(SequentialBackbone):
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """GRU states ``[B, L, d]`` of left-padded sequences ``[B, L]`` (L <= max_len)."""
         self.check_length(items)
-        return self.drop(run_gru(self.gru, self.drop(self.items(items)), items != PAD))
+        return self.drop(run_gru(self.gru, self.drop(self.items(items)), items != PAD,
+                                     self.config.fused))

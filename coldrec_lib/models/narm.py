@@ -24,6 +24,7 @@ class NARMConfig(SequentialConfig):
     n_layers: int = 1
     dropout: float = 0.25        # the paper: 0.25 on the embeddings, 0.5 before the output
     context_dropout: float = 0.5
+    fused: bool = True      # False: the step-by-step GRU that vmap batches (MELO's MAML)
 
 
 class NARM(SequentialBackbone):
@@ -46,7 +47,7 @@ class NARM(SequentialBackbone):
         """``B [c_g; c_l]`` at every position ``[B, L, d]`` of left-padded ``items [B, L]``."""
         self.check_length(items)
         real = items != PAD
-        states = run_gru(self.gru, self.drop(self.items(items)), real)       # h_j  [B, L, d]
+        states = run_gru(self.gru, self.drop(self.items(items)), real, self.config.fused)  # h_j
         # alpha[b, t, j] = v . sigmoid(A1 h_t + A2 h_j), over real j <= t
         alpha = self.v(torch.sigmoid(self.a1(states).unsqueeze(2)
                                      + self.a2(states).unsqueeze(1))).squeeze(-1)

@@ -225,10 +225,16 @@ def attention_mask(items: torch.Tensor, causal: bool) -> torch.Tensor:
     return (real | eye).unsqueeze(1)
 
 
-def run_gru(gru: nn.GRU, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """torch's fused GRU over left-padded inputs ``x [B, L, d]`` (``real [B, L]`` marks the
-    items): rows are rolled to the left, packed so the recurrence never reads padding, and
-    rolled back. Padded positions come out as 0. ``[B, L, hidden]``."""
+def run_gru(gru: nn.GRU, x: torch.Tensor, real: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """A GRU over left-padded inputs ``x [B, L, d]`` (``real [B, L]`` marks the items); padding
+    never enters the recurrence and comes out as 0. ``[B, L, hidden]``.
+
+    ``fused=True``: torch's fused ``nn.GRU`` (cuDNN on a GPU) over rows rolled to the left and
+    packed, then rolled back. ``fused=False``: `unrolled_gru`, the same equations step by step
+    on the same weights, which `torch.func.vmap` can batch (MELO's MAML) and differentiate twice.
+    """
+    if not fused:
+        return unrolled_gru(gru, x, real)
     length = x.shape[1]
     n_real = real.sum(1)
     shift = (length - n_real).unsqueeze(1)                 # padding on the left of each row
@@ -239,6 +245,33 @@ def run_gru(gru: nn.GRU, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     out, _ = pad_packed_sequence(gru(packed)[0], batch_first=True, total_length=length)
     back = ((steps - shift) % length).unsqueeze(-1).expand(-1, -1, out.shape[-1])
     return out.gather(1, back) * real.unsqueeze(-1)
+
+
+def unrolled_gru(gru: nn.GRU, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``nn.GRU``'s equations written out, layer by layer and step by step, with its weights:
+    ``r, z = sigmoid(W_i{r,z} x_t + W_h{r,z} h + b)``, ``n = tanh(W_in x_t + b_in + r * (W_hn h
+    + b_hn))``, ``h_t = (1 - z) * n + z * h``. The state stays 0 over the left padding, so the
+    first real item starts from h = 0 as in the packed path; between layers the module's dropout.
+    """
+    keep = real.unsqueeze(-1).to(x.dtype)
+    for layer in range(gru.num_layers):
+        w_ih, w_hh, b_ih, b_hh = (getattr(gru, f"{name}_l{layer}")
+                                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        inputs = F.linear(x, w_ih, b_ih).unbind(1)          # all steps' input terms at once
+        h = x.new_zeros(x.shape[0], gru.hidden_size)
+        states = []
+        for t, gates_x in enumerate(inputs):
+            gates_h = F.linear(h, w_hh, b_hh)
+            r_x, z_x, n_x = gates_x.chunk(3, -1)
+            r_h, z_h, n_h = gates_h.chunk(3, -1)
+            r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+            candidate = torch.tanh(n_x + r * n_h)
+            h = keep[:, t] * ((1 - z) * candidate + z * h)
+            states.append(h)
+        x = torch.stack(states, 1)
+        if layer < gru.num_layers - 1:
+            x = F.dropout(x, gru.dropout, gru.training)
+    return x
 
 
 def positions_from_first_item(items: torch.Tensor) -> torch.Tensor:
