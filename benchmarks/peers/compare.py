@@ -10,7 +10,10 @@ as timestamps so RecBole's ``LS: valid_and_test`` cuts the same items), one CPU 
 max_len 50, full-softmax CE, full ranking *without* masking the history (RecBole's sequential
 protocol), test NDCG@10 logged after every epoch (its evaluation time not counted). RecBole runs
 in its own venv (`run_recbole.py`); coldrec runs here with the `sequential` experiment's full
-preset. Ends with ONE line of JSON.
+preset, its epoch cap lifted to RecBole's (``--epochs``) so that the wall-time budget and the
+same early stopping (5 epochs without a better validation NDCG@10) end both. RecBole's curves are
+the expensive part: ``--reuse-recbole`` reads the per-epoch logs of an earlier run in ``--out``
+instead of training RecBole again. Ends with ONE line of JSON.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import torch
 
 from coldrec_lib.data import leave_one_out, load_dataset
 from coldrec_lib.evaluation import Evaluator, FullRanking
-from coldrec_lib.experiments import preset_settings
+from coldrec_lib.experiments import parse_overrides, preset_settings
 from coldrec_lib.experiments import sequential as experiment
 from coldrec_lib.training import seed_everything
 
@@ -46,22 +49,28 @@ def export_atomic(data, folder: Path, name: str) -> Path:
     return out
 
 
-def coldrec_curve(name, split, budget, seed) -> list[dict]:
-    settings = preset_settings(experiment.PRESETS, "full")
-    settings.update(time_budget=budget, patience=5)
+def coldrec_curve(name, split, budget, seed, epochs, overrides, log: Path) -> list[dict]:
+    """coldrec's full preset (``overrides`` as ``--set`` gives them), one row per epoch, also
+    written to ``log`` (JSON lines, like RecBole's)."""
+    settings = preset_settings(experiment.PRESETS, "full", overrides)
+    settings.update(time_budget=budget, patience=5, max_epochs=epochs)
     test = Evaluator(split.test, UNMASKED, split.n_items)
     _, result = experiment.train_backbone(
         name, split, settings, seed_everything(seed),
         callback=lambda epoch, model: {"test NDCG@10": test.evaluate(model).metrics["NDCG@10"]})
-    return [{"epoch": r["epoch"], "elapsed": r["elapsed"], "test NDCG@10": r["test NDCG@10"]}
+    rows = [{"epoch": r["epoch"], "elapsed": r["elapsed"], "test NDCG@10": r["test NDCG@10"]}
             for r in result.history]
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
 
 
-def recbole_curve(name, data_folder, budget, seed, python) -> list[dict]:
+def recbole_curve(name, data_folder, budget, seed, epochs, python, reuse) -> list[dict]:
     log = data_folder / f"recbole-{name}.jsonl"
-    subprocess.run([python, str(HERE / "run_recbole.py"), "--data", str(data_folder),
-                    "--model", name, "--budget", str(budget), "--seed", str(seed),
-                    "--out", str(log)], check=True, cwd=data_folder)  # RecBole logs to ./log
+    if not (reuse and log.exists() and log.read_text().strip()):
+        subprocess.run([python, str(HERE / "run_recbole.py"), "--data", str(data_folder),
+                        "--model", name, "--budget", str(budget), "--seed", str(seed),
+                        "--epochs", str(epochs), "--out", str(log)],
+                       check=True, cwd=data_folder)  # RecBole logs to ./log
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
@@ -85,23 +94,32 @@ def main() -> int:
     parser.add_argument("--models", nargs="*", default=list(experiment.BACKBONES))
     parser.add_argument("--budget", type=float, default=600.0, help="seconds per model and library")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=200, help="epoch cap of both libraries")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of coldrec's full preset (as in `run --set`)")
+    parser.add_argument("--reuse-recbole", action="store_true",
+                        help="read RecBole's per-epoch logs from an earlier run in --out")
     parser.add_argument("--out", default=str(HERE / "out"))
     parser.add_argument("--recbole-python", default=str(HERE / ".venv-recbole" / "bin" / "python"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    overrides = parse_overrides(args.set)
     data = load_dataset("ml-100k", path=args.data_path)
     split = leave_one_out(data)
     folder = Path(args.out)
     export_atomic(data, folder, "coldrec-split")
     report = {}
     for name in args.models:
-        recbole = recbole_curve(name, folder, args.budget, args.seed, args.recbole_python)
-        coldrec = coldrec_curve(name, split, args.budget, args.seed)
+        recbole = recbole_curve(name, folder, args.budget, args.seed, args.epochs,
+                                args.recbole_python, args.reuse_recbole)
+        coldrec = coldrec_curve(name, split, args.budget, args.seed, args.epochs, overrides,
+                                folder / f"coldrec-{name}.jsonl")
         report[name] = summarise(coldrec, recbole)
         print(name, json.dumps(report[name]), flush=True)
     print(json.dumps({"benchmark": "peers_recbole", "dataset": "ml-100k leave-one-out",
                       "protocol": UNMASKED.describe(data.n_items), "budget_s": args.budget,
-                      "threads": 1, "models": report}))
+                      "max_epochs": args.epochs, "recbole_reused": args.reuse_recbole,
+                      "coldrec_overrides": overrides, "threads": 1, "models": report}))
     return 0
 
 
