@@ -128,9 +128,9 @@ def step_gflop(step, maml, tasks) -> float:
 
 
 def tasks_per_s(step, maml, optimizer, batches, warm_up: bool = True) -> tuple[float, float]:
-    """Tasks per second of ``step`` over ``batches`` (the first one a warm-up): per CPU-second of
-    this process (one thread: what the code costs, whatever else the machine runs) and per
-    wall-clock second."""
+    """Tasks per second of ``step`` over ``batches`` (the first one a warm-up if ``warm_up``):
+    per CPU-second of this process (one thread: what the code costs, whatever else the machine
+    runs) and per wall-clock second."""
     if warm_up:
         step(maml, optimizer, batches[0])
         batches = batches[1:]
