@@ -113,6 +113,18 @@ def test_predict_adapts_and_returns_ratings(small_tasks):
     torch.testing.assert_close(maml.predict(tasks), unadapted.detach())
 
 
+def test_prediction_skips_the_intermediate_query_losses_exactly(small_tasks):
+    """`predict` computes the query only after the last inner step: the same predictions, to
+    the bit, as adapting with the query after every step, and the same last-step loss."""
+    n_items, tasks = small_tasks
+    maml = _maml(n_items, TaskStateLoss())
+    every, pred_every = maml.adapt(tasks, create_graph=False)
+    last, pred_last = maml.adapt(tasks, create_graph=False, every_step=False)
+    assert every.shape == (len(tasks), maml.config.inner_steps) and last.shape == (len(tasks), 1)
+    assert torch.equal(last[:, 0], every[:, -1]) and torch.equal(pred_last, pred_every)
+    assert torch.equal(maml.predict(tasks), pred_every[:, 0].detach())
+
+
 @pytest.mark.parametrize("backbone", ["gru4rec", "narm", "sasrec", "bert4rec"])
 def test_vectorised_equals_loop_on_every_backbone(small_tasks, backbone):
     """The four shared backbones under vmap (the GRUs step by step), second order, padding

@@ -140,32 +140,36 @@ class MAML(nn.Module):
         return ((pred - ratings[:, -1] / self.scale) ** 2).mean(), pred * self.scale
 
     def _adapt(self, params, lrs, state, s_items, s_ratings, q_items, q_ratings, chunks,
-               create_graph):
-        """The inner loop of one task: query losses after every step ``[S]`` and the final
-        predictions for its query rows ``[Q]``."""
-        losses = []
+               create_graph, every_step):
+        """The inner loop of one task: query losses after every step ``[S]`` (after the last one
+        only ``[1]`` unless ``every_step``) and the final predictions for its query rows ``[Q]``."""
+        losses, last = [], self.config.inner_steps - 1
         for step in range(self.config.inner_steps):
             grads = grad(self._support_loss)(params, state, s_items, s_ratings, step, chunks)
             if not create_graph:
                 grads = {k: g.detach() for k, g in grads.items()}
             params = {k: p - lrs[k][step] * grads[k] for k, p in params.items()}
-            loss, pred = self._query_loss(params, q_items, q_ratings)
-            losses.append(loss)
+            if every_step or step == last:
+                loss, pred = self._query_loss(params, q_items, q_ratings)
+                losses.append(loss)
         return torch.stack(losses), pred
 
     # ------------------------------------------------------------------ a meta-batch
-    def adapt(self, tasks: MeloTasks, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """All tasks at once: query losses ``[T, S]`` and final query predictions ``[T, Q]``."""
+    def adapt(self, tasks: MeloTasks, create_graph: bool, every_step: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All tasks at once: query losses ``[T, S]`` (``[T, 1]``, after the last step, unless
+        ``every_step``: the multi-step loss needs them all, prediction only the last) and final
+        query predictions ``[T, Q]``."""
         # every task gets its own (expanded, not copied) view of θ: some modules' vmap rules
         # (nn.GRU's) fail on unbatched weights with batched inputs
         params = {k: p.expand(len(tasks), *p.shape) for k, p in self.model.named_parameters()}
         state = self.inner_loss.task_state(tasks.support_items, tasks.support_ratings)
-        batched = vmap(self._adapt, in_dims=(0, None, 0, 0, 0, 0, 0, None, None),
+        batched = vmap(self._adapt, in_dims=(0, None, 0, 0, 0, 0, 0, None, None, None),
                        randomness="different")
         with math_attention():
             return batched(params, self.inner_lrs(), state, tasks.support_items,
                            tasks.support_ratings, tasks.query_items, tasks.query_ratings,
-                           self.support_chunks(tasks.support_items), create_graph)
+                           self.support_chunks(tasks.support_items), create_graph, every_step)
 
     def step_weights(self) -> torch.Tensor:
         c = self.config
@@ -187,7 +191,7 @@ class MAML(nn.Module):
         """Adapt on each support set (no second-order graph), then predict each task's target
         rating from its first query row: ``[T]`` in rating units."""
         with torch.no_grad():
-            _, pred = self.adapt(tasks, create_graph=False)
+            _, pred = self.adapt(tasks, create_graph=False, every_step=False)
         return pred[:, 0]
 
 
