@@ -379,12 +379,14 @@ class ScenarioRanking:
 
 class ScenarioEvaluator:
     """Scores a scenario model (`coldrec_lib.models.scenario`) on a `ScenarioEvalSet`: batches
-    of ``scenarios_per_batch`` scenarios are adapted at once, their users scored against all
+    of up to ``scenarios_per_batch`` scenarios of similar size (`ScenarioEvalSet.buckets`: little
+    padding) are adapted at once, their users scored against all
     candidates in chunks of at most ``max_pairs`` (user, item) pairs, ranked by
-    `ranking_metrics`."""
+    `ranking_metrics`. By default 8,192 pairs on a CPU (a chunk's activations stay in cache:
+    measured 1.5x faster than 131,072 on ML-100K scenarios) and 131,072 on a GPU."""
 
     def __init__(self, eval_set, protocol: ScenarioRanking = ScenarioRanking(),
-                 scenarios_per_batch: int = 16, max_pairs: int = 1 << 17, device=None):
+                 scenarios_per_batch: int = 16, max_pairs: int | None = None, device=None):
         self.eval_set, self.protocol = eval_set, protocol
         self.scenarios_per_batch, self.max_pairs = scenarios_per_batch, max_pairs
         self.device = torch.device(device) if device is not None else None
@@ -397,13 +399,14 @@ class ScenarioEvaluator:
         device = self.device or _model_device(model)
         per_user: dict[str, list[torch.Tensor]] = {}
         with eval_mode(model):
-            for batch in tqdm(self.eval_set.batches(self.scenarios_per_batch,
+            for batch in tqdm(self.eval_set.buckets(self.scenarios_per_batch,
                                                     self.protocol.support_limit),
                               disable=not progress, desc="eval", leave=False):
                 batch = batch.to(device)
                 state = model.adapt(batch)
                 n, n_candidates = batch.candidates.shape
-                chunk = max(1, self.max_pairs // (n * n_candidates))
+                max_pairs = self.max_pairs or (1 << 13 if device.type == "cpu" else 1 << 17)
+                chunk = max(1, max_pairs // (n * n_candidates))
                 for start in range(0, batch.users.shape[1], chunk):
                     users = slice(start, start + chunk)
                     scores = model.pair_scores(state, batch.users[:, users], batch.candidates,

@@ -194,7 +194,7 @@ def s2meta_diagnostics(model: S2Meta, evaluator: ScenarioEvaluator) -> tuple[flo
     over the evaluator's scenarios, with the stop controller deciding (``p > 0.5``)."""
     steps, sizes = [], []
     with eval_mode(model):
-        for batch in evaluator.eval_set.batches(evaluator.scenarios_per_batch):
+        for batch in evaluator.eval_set.buckets(evaluator.scenarios_per_batch):
             adaptation = model.adapt_with_stops(batch.to(next(model.buffers()).device))
             steps.append(adaptation.steps)
             sizes.append(adaptation.step_sizes)
