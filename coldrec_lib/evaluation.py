@@ -399,10 +399,9 @@ class ScenarioEvaluator:
         device = self.device or _model_device(model)
         per_user: dict[str, list[torch.Tensor]] = {}
         with eval_mode(model):
-            for batch in tqdm(self.eval_set.buckets(self.scenarios_per_batch,
-                                                    self.protocol.support_limit),
-                              disable=not progress, desc="eval", leave=False):
-                batch = batch.to(device)
+            for scenarios in tqdm(self.eval_set.buckets(self.scenarios_per_batch),
+                                  disable=not progress, desc="eval", leave=False):
+                batch = self.eval_set.batch(scenarios, self.protocol.support_limit).to(device)
                 state = model.adapt(batch)
                 n, n_candidates = batch.candidates.shape
                 max_pairs = self.max_pairs or (1 << 13 if device.type == "cpu" else 1 << 17)

@@ -310,24 +310,24 @@ class ScenarioEvalSet:
         for scenarios in torch.arange(len(self)).split(n_scenarios):
             yield self.batch(scenarios, support_limit)
 
-    def buckets(self, n_scenarios: int, support_limit: int | None = None,
-                max_padding: float = 1.25):
-        """Batches of up to ``n_scenarios`` scenarios of similar size, for speed: scenarios in
-        decreasing size (evaluated users x candidates); a batch takes the next one while its
-        padded grid (batch size x most users x most candidates) stays within ``max_padding``
-        times the grids it holds. Big scenarios go (nearly) alone, small ones many at once."""
+    def buckets(self, n_scenarios: int, max_padding: float = 1.25) -> list[torch.Tensor]:
+        """Scenario indices in groups of up to ``n_scenarios`` of similar size, to batch with
+        little padding: scenarios in decreasing size (evaluated users x candidates); a group
+        takes the next one while its padded grid (group size x most users x most candidates)
+        stays within ``max_padding`` times the grids it holds. Big scenarios go (nearly) alone,
+        small ones many at once."""
         users, candidates = (self.users >= 0).sum(1), (self.candidates != PAD).sum(1)
         order = torch.argsort(users * candidates, descending=True, stable=True).tolist()
-        bucket, real = [], 0
+        groups, group, real = [], [], 0
         for s in order:
-            widest = [max(int(v[t]) for t in bucket + [s]) for v in (users, candidates)]
+            widest = [max(int(v[t]) for t in group + [s]) for v in (users, candidates)]
             grown = real + int(users[s] * candidates[s])
-            if bucket and (len(bucket) == n_scenarios
-                           or (len(bucket) + 1) * widest[0] * widest[1] > max_padding * grown):
-                yield self.batch(torch.tensor(bucket), support_limit)
-                bucket, grown = [], int(users[s] * candidates[s])
-            bucket, real = bucket + [s], grown
-        yield self.batch(torch.tensor(bucket), support_limit)
+            if group and (len(group) == n_scenarios
+                          or (len(group) + 1) * widest[0] * widest[1] > max_padding * grown):
+                groups.append(torch.tensor(group))
+                group, grown = [], int(users[s] * candidates[s])
+            group, real = group + [s], grown
+        return groups + [torch.tensor(group)]
 
 
 def _position(table: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor,

@@ -194,8 +194,9 @@ def s2meta_diagnostics(model: S2Meta, evaluator: ScenarioEvaluator) -> tuple[flo
     over the evaluator's scenarios, with the stop controller deciding (``p > 0.5``)."""
     steps, sizes = [], []
     with eval_mode(model):
-        for batch in evaluator.eval_set.buckets(evaluator.scenarios_per_batch):
-            adaptation = model.adapt_with_stops(batch.to(next(model.buffers()).device))
+        for scenarios in evaluator.eval_set.buckets(evaluator.scenarios_per_batch):
+            batch = evaluator.eval_set.batch(scenarios).to(next(model.buffers()).device)
+            adaptation = model.adapt_with_stops(batch)
             steps.append(adaptation.steps)
             sizes.append(adaptation.step_sizes)
     return float(torch.cat(steps).mean()), float(torch.cat(sizes).mean())
