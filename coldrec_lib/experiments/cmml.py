@@ -126,8 +126,12 @@ class Diagnostic(torch.nn.Module):
 
 
 class ShuffledContext(Diagnostic):
-    """Diagnostic: a trained CMML that reads the context of *another* scenario of the batch.
-    If the context encoder learned nothing scenario-specific, nothing changes."""
+    """Diagnostic: a trained CMML that reads the context of *another* scenario of the batch
+    (the previous one; the evaluator batches it in index order, not by size, where a big
+    scenario would be alone and read its own). If the context encoder learned nothing
+    scenario-specific, nothing changes."""
+
+    reads_other_scenarios = True
 
     def adapt(self, batch):
         return self.model.adapt(batch).roll(1, 0)
