@@ -310,14 +310,14 @@ class ScenarioEvalSet:
         for scenarios in torch.arange(len(self)).split(n_scenarios):
             yield self.batch(scenarios, support_limit)
 
-    def buckets(self, n_scenarios: int, max_padding: float = 1.25,
-                max_pairs: int = 1 << 15) -> list[torch.Tensor]:
+    def buckets(self, n_scenarios: int, max_padding: float = 1.1,
+                small: int = 1 << 13) -> list[torch.Tensor]:
         """Scenario indices in groups of up to ``n_scenarios`` of similar size, to batch with
         little padding: scenarios in decreasing size (evaluated users x candidates); a group
         takes the next one while its padded grid (group size x most users x most candidates)
-        stays within ``max_padding`` times the grids it holds and within ``max_pairs`` pairs.
-        Batching pays for small scenarios (a call's fixed cost); a big one goes alone (on a CPU
-        batching it saves no work, and a bigger grid runs slower per pair: less of it in cache)."""
+        stays within ``max_padding`` times the grids it holds, or within ``small`` pairs
+        (where a call's fixed cost outweighs padding). Big scenarios go alone: batching them
+        saves no work, padding adds some."""
         users, candidates = (self.users >= 0).sum(1), (self.candidates != PAD).sum(1)
         order = torch.argsort(users * candidates, descending=True, stable=True).tolist()
         groups, group, real = [], [], 0
@@ -325,8 +325,8 @@ class ScenarioEvalSet:
             widest = [max(int(v[t]) for t in group + [s]) for v in (users, candidates)]
             grown = real + int(users[s] * candidates[s])
             padded = (len(group) + 1) * widest[0] * widest[1]
-            if group and (len(group) == n_scenarios or padded > max_pairs
-                          or padded > max_padding * grown):
+            if group and (len(group) == n_scenarios
+                          or padded > max(max_padding * grown, small)):
                 groups.append(torch.tensor(group))
                 group, grown = [], int(users[s] * candidates[s])
             group, real = group + [s], grown
