@@ -379,7 +379,9 @@ class ScenarioRanking:
 
 class ScenarioEvaluator:
     """Scores a scenario model (`coldrec_lib.models.scenario`) on a `ScenarioEvalSet`: batches
-    of ``scenarios_per_batch`` scenarios are adapted at once, their users scored against all
+    of up to ``scenarios_per_batch`` scenarios of similar size (`ScenarioEvalSet.buckets`: little
+    padding; in index order for a model that ``reads_other_scenarios`` of its batch) are adapted
+    at once, their users scored against all
     candidates in chunks of at most ``max_pairs`` (user, item) pairs, ranked by
     `ranking_metrics`."""
 
@@ -397,10 +399,11 @@ class ScenarioEvaluator:
         device = self.device or _model_device(model)
         per_user: dict[str, list[torch.Tensor]] = {}
         with eval_mode(model):
-            for batch in tqdm(self.eval_set.batches(self.scenarios_per_batch,
-                                                    self.protocol.support_limit),
-                              disable=not progress, desc="eval", leave=False):
-                batch = batch.to(device)
+            groups = self.eval_set.buckets(self.scenarios_per_batch)
+            if getattr(model, "reads_other_scenarios", False):  # its scores depend on the batch
+                groups = torch.arange(len(self.eval_set)).split(self.scenarios_per_batch)
+            for scenarios in tqdm(groups, disable=not progress, desc="eval", leave=False):
+                batch = self.eval_set.batch(scenarios, self.protocol.support_limit).to(device)
                 state = model.adapt(batch)
                 n, n_candidates = batch.candidates.shape
                 chunk = max(1, self.max_pairs // (n * n_candidates))

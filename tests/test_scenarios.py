@@ -71,6 +71,24 @@ def test_eval_set_support_users_are_not_evaluated(scenario_data):
     assert torch.equal(small.support_items, batch.support_items[:, :4] * small.support_mask)
 
 
+
+def test_buckets_hold_every_scenario_once_with_little_padding_and_the_same_targets(scenario_data):
+    split = split_scenarios(defined_scenarios(*scenario_data), seed=0)
+    eval_set = split.test.eval_set(max_support=512, n_negatives=2, seed=0)
+    everything = eval_set.batch(torch.arange(len(eval_set)))
+    users, candidates = everything.user_mask.sum(1), everything.candidate_mask.sum(1)
+    groups = eval_set.buckets(3, max_padding=1.1, small=0)
+    assert sorted(torch.cat(groups).tolist()) == list(range(len(eval_set)))
+    assert max(len(g) for g in groups) <= 3 and any(len(g) > 1 for g in groups)
+    for group in groups:
+        padded = len(group) * users[group].max() * candidates[group].max()
+        assert len(group) == 1 or padded <= 1.1 * (users[group] * candidates[group]).sum()
+        batch = eval_set.batch(group)
+        for j, s in enumerate(group.tolist()):  # targets found in the group as in the whole
+            u, c = int(users[s]), int(candidates[s])
+            assert torch.equal(batch.relevant[j, :u, :c], everything.relevant[s, :u, :c])
+            assert torch.equal(batch.users[j, :u], everything.users[s, :u])
+
 def test_seeded(scenario_data):
     a = split_scenarios(defined_scenarios(*scenario_data), seed=1)
     b = split_scenarios(defined_scenarios(*scenario_data), seed=1)

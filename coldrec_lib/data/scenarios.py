@@ -269,6 +269,15 @@ class ScenarioEvalSet:
     def __len__(self) -> int:
         return len(self.names)
 
+    def __post_init__(self):
+        """Where every target sits in its scenario's padded rows: users and candidates."""
+        self.target_scenarios = torch.tensor(self.targets["scenario"].to_numpy(), dtype=torch.long)
+        self.target_positions = tuple(
+            _position(table, valid, self.target_scenarios,
+                      torch.tensor(self.targets[column].to_numpy(), dtype=torch.long))
+            for table, valid, column in ((self.users, self.users >= 0, "user"),
+                                         (self.candidates, self.candidates != PAD, "item")))
+
     @property
     def n_users(self) -> int:
         return int((self.users >= 0).sum())
@@ -283,14 +292,13 @@ class ScenarioEvalSet:
         users, candidates = self.users[scenarios], self.candidates[scenarios]
         users = users[:, :max(int((users >= 0).sum(1).max()), 1)]
         candidates = candidates[:, :max(int((candidates != PAD).sum(1).max()), 1)]
-        targets = self.targets[self.targets["scenario"].isin(scenarios.tolist())]
         relevant = torch.zeros(*users.shape, candidates.shape[1], dtype=torch.bool)
-        if len(targets):
-            where = {int(s): n for n, s in enumerate(scenarios)}
-            row = torch.tensor(targets["scenario"].map(where).to_numpy())
-            user_pos = _position(users[row], torch.tensor(targets["user"].to_numpy()))
-            item_pos = _position(candidates[row], torch.tensor(targets["item"].to_numpy()))
-            relevant[row, user_pos, item_pos] = True
+        where = torch.full((len(self),), -1)
+        where[scenarios] = torch.arange(len(scenarios))
+        row = where[self.target_scenarios]
+        chosen = row >= 0
+        user_pos, item_pos = self.target_positions
+        relevant[row[chosen], user_pos[chosen], item_pos[chosen]] = True
         keep = lambda t: t[scenarios][:, :width]  # noqa: E731
         return ScenarioEvalBatch(keep(self.support_users), keep(self.support_items) * mask[:, :width],
                                  keep(self.support_negatives) * mask[:, :width, None],
@@ -302,10 +310,38 @@ class ScenarioEvalSet:
         for scenarios in torch.arange(len(self)).split(n_scenarios):
             yield self.batch(scenarios, support_limit)
 
+    def buckets(self, n_scenarios: int, max_padding: float = 1.1,
+                small: int = 1 << 13) -> list[torch.Tensor]:
+        """Scenario indices in groups of up to ``n_scenarios`` of similar size, to batch with
+        little padding: scenarios in decreasing size (evaluated users x candidates); a group
+        takes the next one while its padded grid (group size x most users x most candidates)
+        stays within ``max_padding`` times the grids it holds, or within ``small`` pairs
+        (where a call's fixed cost outweighs padding). Big scenarios go alone: batching them
+        saves no work, padding adds some."""
+        users, candidates = (self.users >= 0).sum(1), (self.candidates != PAD).sum(1)
+        order = torch.argsort(users * candidates, descending=True, stable=True).tolist()
+        groups, group, real = [], [], 0
+        for s in order:
+            widest = [max(int(v[t]) for t in group + [s]) for v in (users, candidates)]
+            grown = real + int(users[s] * candidates[s])
+            padded = (len(group) + 1) * widest[0] * widest[1]
+            if group and (len(group) == n_scenarios
+                          or padded > max(max_padding * grown, small)):
+                groups.append(torch.tensor(group))
+                group, grown = [], int(users[s] * candidates[s])
+            group, real = group + [s], grown
+        return groups + [torch.tensor(group)]
 
-def _position(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Index of ``values[j]`` in ``rows[j]`` (present by construction)."""
-    return (rows == values.unsqueeze(1)).long().argmax(1)
+
+def _position(table: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor,
+              values: torch.Tensor) -> torch.Tensor:
+    """Column of ``values[j]`` in row ``rows[j]`` of the padded ``table`` (present there by
+    construction), by one sort of (row, value) keys."""
+    at_row, at_column = valid.nonzero(as_tuple=True)
+    width = max(int(table.max()), int(values.max()) if len(values) else 0) + 1
+    keys = at_row * width + table[at_row, at_column]
+    order = torch.argsort(keys)
+    return at_column[order][torch.searchsorted(keys[order], rows * width + values)]
 
 
 # ---------------------------------------------------------------------- building scenarios

@@ -126,8 +126,12 @@ class Diagnostic(torch.nn.Module):
 
 
 class ShuffledContext(Diagnostic):
-    """Diagnostic: a trained CMML that reads the context of *another* scenario of the batch.
-    If the context encoder learned nothing scenario-specific, nothing changes."""
+    """Diagnostic: a trained CMML that reads the context of *another* scenario of the batch
+    (the previous one; the evaluator batches it in index order, not by size, where a big
+    scenario would be alone and read its own). If the context encoder learned nothing
+    scenario-specific, nothing changes."""
+
+    reads_other_scenarios = True
 
     def adapt(self, batch):
         return self.model.adapt(batch).roll(1, 0)
@@ -194,8 +198,9 @@ def s2meta_diagnostics(model: S2Meta, evaluator: ScenarioEvaluator) -> tuple[flo
     over the evaluator's scenarios, with the stop controller deciding (``p > 0.5``)."""
     steps, sizes = [], []
     with eval_mode(model):
-        for batch in evaluator.eval_set.batches(evaluator.scenarios_per_batch):
-            adaptation = model.adapt_with_stops(batch.to(next(model.buffers()).device))
+        for scenarios in evaluator.eval_set.buckets(evaluator.scenarios_per_batch):
+            batch = evaluator.eval_set.batch(scenarios).to(next(model.buffers()).device)
+            adaptation = model.adapt_with_stops(batch)
             steps.append(adaptation.steps)
             sizes.append(adaptation.step_sizes)
     return float(torch.cat(steps).mean()), float(torch.cat(sizes).mean())

@@ -96,6 +96,17 @@ class Decomposed:
     def __getitem__(self, index) -> torch.Tensor:
         return (self.user[index] + self.item[index]).flatten(1, 2)
 
+    def split(self, sizes: list[int], dim: int = -1) -> list["Decomposed"]:
+        """Per-layer parts, made contiguous (U + C rows): a broadcast sum of strided slices can
+        run several times slower than of contiguous ones."""
+        return [Decomposed(u.contiguous(), i.contiguous())
+                for u, i in zip(self.user.split(sizes, dim), self.item.split(sizes, dim))]
+
+
+def dense(codes) -> torch.Tensor:
+    """``[N, P, k]`` codes, summing a `Decomposed` grid's halves."""
+    return codes[...] if isinstance(codes, Decomposed) else codes
+
 
 class HybridContext(nn.Module):
     """Applies a linear map ``linear`` (a hypernetwork) to the hybrid context ``z`` of
@@ -135,6 +146,8 @@ class ModulatedMLP(nn.Module):
     """The backbone `PairMLP` and a hypernetwork ``z -> per-layer modulation``; subclasses
     say what the hypernetwork emits (``n_outputs``) and how it acts (``modulate``/``output``)."""
 
+    per_unit = 0  # hypernetwork outputs per hidden unit of every layer (``modulate``)
+
     def __init__(self, dim: int, config: CMMLConfig):
         super().__init__()
         self.backbone = PairMLP(dim, config.hidden)
@@ -146,7 +159,8 @@ class ModulatedMLP(nn.Module):
     def n_outputs(self) -> int:
         raise NotImplementedError
 
-    def modulate(self, codes: torch.Tensor, layer: int, x: torch.Tensor) -> torch.Tensor:
+    def modulate(self, codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A hidden layer's output ``x`` changed by that layer's ``per_unit * width`` codes."""
         return x
 
     def output(self, codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -155,26 +169,26 @@ class ModulatedMLP(nn.Module):
     def forward(self, generator: HybridContext, context, users, items, grid: bool) -> torch.Tensor:
         codes = generator(self.hyper, context, users, items, grid)  # [N, P or 1, n_outputs]
         params = self.backbone.parameters_list()
-        x = self.backbone.hidden(params, users, items, grid,
-                                 lambda layer, x: self.modulate(codes, layer, x))
+        modulate = None
+        if self.per_unit:  # split once: the gradient is one concatenation, not a zero-filled
+            # copy of all the codes per sliced layer
+            layers = codes.split([self.per_unit * h for h in self.hidden_sizes], -1)
+            modulate = lambda layer, x: self.modulate(layers[layer], x)  # noqa: E731
+        x = self.backbone.hidden(params, users, items, grid, modulate)
         return self.output(codes, x)
-
-    def per_layer(self, codes: torch.Tensor, layer: int, times: int = 1) -> torch.Tensor:
-        """Layer ``layer``'s slice of the hypernetwork output (``times`` vectors per layer)."""
-        start = times * sum(self.hidden_sizes[:layer])
-        return codes[..., start:start + times * self.hidden_sizes[layer]]
 
 
 class FiLM(ModulatedMLP):
     """``x * gamma + beta`` after every hidden layer; raw gamma as the original."""
 
     one_plus = False
+    per_unit = 2
 
     def n_outputs(self):
         return 2 * sum(self.hidden_sizes)
 
-    def modulate(self, codes, layer, x):
-        gamma, beta = self.per_layer(codes, layer, 2).chunk(2, -1)
+    def modulate(self, codes, x):
+        gamma, beta = dense(codes).chunk(2, -1)
         return x * (1 + gamma if self.one_plus else gamma) + beta
 
 
@@ -187,11 +201,13 @@ class FiLMOnePlus(FiLM):
 class Gating(ModulatedMLP):
     """``x * sigmoid(o)`` after every hidden layer."""
 
+    per_unit = 1
+
     def n_outputs(self):
         return sum(self.hidden_sizes)
 
-    def modulate(self, codes, layer, x):
-        return x * torch.sigmoid(self.per_layer(codes, layer))
+    def modulate(self, codes, x):
+        return x * torch.sigmoid(dense(codes))
 
 
 class FinalLayer(ModulatedMLP):
