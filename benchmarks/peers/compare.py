@@ -27,7 +27,7 @@ import torch
 
 from coldrec_lib.data import leave_one_out, load_dataset
 from coldrec_lib.evaluation import Evaluator, FullRanking
-from coldrec_lib.experiments import parse_overrides, preset_settings
+from coldrec_lib.experiments import apply_overrides, parse_overrides, preset_settings
 from coldrec_lib.experiments import sequential as experiment
 from coldrec_lib.training import seed_everything
 
@@ -52,8 +52,9 @@ def export_atomic(data, folder: Path, name: str) -> Path:
 def coldrec_curve(name, split, budget, seed, epochs, overrides, log: Path) -> list[dict]:
     """coldrec's full preset (``overrides`` as ``--set`` gives them), one row per epoch, also
     written to ``log`` (JSON lines, like RecBole's)."""
-    settings = preset_settings(experiment.PRESETS, "full", overrides)
+    settings = preset_settings(experiment.PRESETS, "full")
     settings.update(time_budget=budget, patience=5, max_epochs=epochs)
+    settings = apply_overrides(settings, overrides, "coldrec's settings")
     test = Evaluator(split.test, UNMASKED, split.n_items)
     _, result = experiment.train_backbone(
         name, split, settings, seed_everything(seed),
