@@ -6,7 +6,8 @@ earliest window owns all of its items from ``first`` on), so every interaction a
 ``>= first`` of its user's sequence is owned by exactly one window per epoch, and, with
 ``stride < length``, sees at least ``length - stride`` items of context before it. A next-item
 model uses ``first=1`` (a user's first item has nothing before it to predict it from); the owned
-positions are its targets. Taught in `02_sequential`, section "Every item a target".
+positions are its targets. Taught in `06_sequential_backbones`, section "Every
+item a target".
 
 Windows are gathered in one indexing operation over the flat `Sequences` layout (no per-user
 Python loop), left-padded with `PAD` like every model input in coldrec.

@@ -2,7 +2,7 @@
 trained on the cloze task: items are replaced by ``[MASK]`` with probability ``mask_prob`` and
 predicted from both sides (section 3.6 of the paper, eq. 8). At inference ``[MASK]`` is appended
 after the history and its state scores the next item (tied item embeddings). Taught in
-`02_sequential`, section "Four backbones".
+`06_sequential_backbones`, section "Four backbones".
 
 The network is SASRec's (`sasrec.py`: embeddings, learned positions counted from the first real
 item, pre-LN blocks) with attention restricted by a key-padding mask only, so padding is never

@@ -2,8 +2,8 @@
 sequence and its state at t scores the next item, ``h_t = GRU(e_{i_t}, h_{t-1})`` (eq. 1-4 of
 the 2016 paper) and ``score_j = h_t . e_j`` with tied item embeddings. The original's session-
 parallel mini-batches and TOP1 loss are replaced by the shared sliding windows and losses
-(`sequential.py`; ``loss="bpr"`` is the paper's BPR variant). Taught in `02_sequential`,
-section "Four backbones".
+(`sequential.py`; ``loss="bpr"`` is the paper's BPR variant). Taught in
+`06_sequential_backbones`, section "Four backbones".
 
 torch's fused ``nn.GRU`` (cuDNN on a GPU) runs over packed sequences, so left padding is never
 read by the recurrence (`sequential.run_gru`; ``fused=False`` writes the GRU out step by step so

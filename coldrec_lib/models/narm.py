@@ -3,7 +3,7 @@
 ``alpha_tj = v . sigmoid(A_1 h_t + A_2 h_j)``, ``c_l = sum_{j <= t} alpha_tj h_j`` (eq. 5-7 of
 the paper, unnormalised weights as there). The session representation ``B [c_g; c_l]`` scores
 item j by the bilinear ``e_j . B c_t`` (eq. 9), here with tied item embeddings. Taught in
-`02_sequential`, section "Four backbones".
+`06_sequential_backbones`, section "Four backbones".
 
 Every position t is encoded (attention over ``j <= t``, padding never attended), so each item of
 a window is a training target, as for the other backbones.

@@ -5,8 +5,8 @@ Klenitskiy & Vasilev, RecSys 2023); ``loss="bce"`` gives the original one-negati
 ``h_t = Transformer(e_{i_1} + p_1, ..., e_{i_t} + p_t)`` with causal attention (eq. 1-6 of the
 paper), and the next-item scores ``h_t . e_j`` for every item j (item embeddings tied between
 input and output). Taught in `01_metatl`, section "Baselines", where it is trained on warm users
-and applied to the K initial items of new users, and in `02_sequential`. Heads, losses and the
-`Recommender` methods are the shared ones of `sequential.py`.
+and applied to the K initial items of new users, and in `06_sequential_backbones`, section "Four
+backbones". Heads, losses and the `Recommender` methods are the shared ones of `sequential.py`.
 
 Sequences are chronological and **left-padded** with PAD (0), the layout of `EvalBatch.history`
 and `Sequences.last`. Positions count from each sequence's first real item and padded keys are

@@ -1,5 +1,6 @@
 """The contract of the sequential backbones (GRU4Rec, NARM, SASRec, BERT4Rec) and what they
-share: the heads, the losses and the training batches. Taught in `02_sequential`.
+share: the heads, the losses and the training batches. Taught in `06_sequential_backbones`,
+sections "One contract" and "Three losses".
 
 **Contract.** A `SequentialBackbone` implements one method,
 
