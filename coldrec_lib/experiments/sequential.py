@@ -4,9 +4,9 @@ on a leave-one-out split, ranked over the whole catalogue with the user's seen i
 unmasked beside it (RecBole's sequential default does not mask).
 
 Every backbone trains on sliding windows (every training item a target, `data.windows`) with
-full-softmax cross-entropy, selects its epoch on validation NDCG@10 (early stopping, and a
-wall-clock budget per model), and is tested on the last item with the validation item in its
-input.
+full-softmax cross-entropy, selects its epoch on validation NDCG@10 (early stopping; a
+wall-clock budget per model when ``time_budget`` is set, e.g. ``--set time_budget=300``), and
+is tested on the last item with the validation item in its input.
 """
 from __future__ import annotations
 
