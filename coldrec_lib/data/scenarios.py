@@ -320,16 +320,16 @@ class ScenarioEvalSet:
         saves no work, padding adds some."""
         users, candidates = (self.users >= 0).sum(1), (self.candidates != PAD).sum(1)
         order = torch.argsort(users * candidates, descending=True, stable=True).tolist()
-        groups, group, real = [], [], 0
+        groups, group, real, most_users, most_candidates = [], [], 0, 0, 0
         for s in order:
-            widest = [max(int(v[t]) for t in group + [s]) for v in (users, candidates)]
-            grown = real + int(users[s] * candidates[s])
-            padded = (len(group) + 1) * widest[0] * widest[1]
-            if group and (len(group) == n_scenarios
-                          or padded > max(max_padding * grown, small)):
+            u, c = int(users[s]), int(candidates[s])
+            widest = (max(most_users, u), max(most_candidates, c))  # the group's grid with s
+            grown = real + u * c
+            if group and (len(group) == n_scenarios or (len(group) + 1) * widest[0] * widest[1]
+                          > max(max_padding * grown, small)):
                 groups.append(torch.tensor(group))
-                group, grown = [], int(users[s] * candidates[s])
-            group, real = group + [s], grown
+                group, widest, grown = [], (u, c), u * c
+            group, real, (most_users, most_candidates) = group + [s], grown, widest
         return groups + [torch.tensor(group)]
 
 

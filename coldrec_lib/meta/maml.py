@@ -160,8 +160,9 @@ class MAML(nn.Module):
         """All tasks at once: query losses ``[T, S]`` (``[T, 1]``, after the last step, unless
         ``every_step``: the multi-step loss needs them all, prediction only the last) and final
         query predictions ``[T, Q]``."""
-        # every task gets its own (expanded, not copied) view of θ: some modules' vmap rules
-        # (nn.GRU's) fail on unbatched weights with batched inputs
+        # every task gets its own (expanded, not copied) view of θ, so that every inner step,
+        # the first included, runs the same batched-weight code path (the GRUs' fused kernel has
+        # no vmap rule at all: under MAML they run `sequential.unrolled_gru`)
         params = {k: p.expand(len(tasks), *p.shape) for k, p in self.model.named_parameters()}
         state = self.inner_loss.task_state(tasks.support_items, tasks.support_ratings)
         batched = vmap(self._adapt, in_dims=(0, None, 0, 0, 0, 0, 0, None, None, None),
