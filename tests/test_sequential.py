@@ -10,8 +10,9 @@ from coldrec_lib.models.bert4rec import BERT4Rec, BERT4RecConfig
 from coldrec_lib.models.gru4rec import GRU4Rec, GRU4RecConfig
 from coldrec_lib.models.narm import NARM, NARMConfig
 from coldrec_lib.models.sasrec import SASRec, SASRecConfig
-from coldrec_lib.models.sequential import (cloze_batches, next_item_batches,
-                                           twice_differentiable)
+from coldrec_lib.models.sequential import (GRURecurrence, cloze_batches, gru_layers,
+                                           next_item_batches, packed_gru, run_gru,
+                                           twice_differentiable, unrolled_gru)
 
 N_ITEMS = 30
 BACKBONES = {
@@ -72,6 +73,41 @@ def test_unrolled_gru_equals_the_fused_one(name):
         fused.train(mode), unrolled.train(mode)
         torch.testing.assert_close(unrolled.encode(items), fused.encode(items))
     assert unrolled.config.fused is False and fused.config.fused is True
+
+
+def test_three_gru_paths_agree_in_states_and_gradients():
+    """torch's packed ``nn.GRU`` (the GPU path), `GRURecurrence` (the CPU path, hand-written
+    backward) and `unrolled_gru` (vmap, second order): the same states and the same gradients
+    for every weight and input, 2 layers, rows with 0 to 6 items of left padding."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(6, 5, num_layers=2, batch_first=True).double()
+    x = torch.randn(7, 9, 6, dtype=torch.double, requires_grad=True)
+    real = torch.arange(9).unsqueeze(0) >= torch.arange(7).unsqueeze(1)   # row r: r pads
+    upstream = torch.randn(7, 9, 5, dtype=torch.double)
+    results = []
+    for path in (packed_gru, unrolled_gru,
+                 lambda g, x, real: gru_layers(g, x, real, GRURecurrence.apply)):
+        states = path(gru, x, real)
+        results.append((states, torch.autograd.grad((states * upstream).sum(),
+                                                    [x, *gru.parameters()])))
+    for states, grads in results[1:]:
+        torch.testing.assert_close(states, results[0][0])
+        for grad, expected in zip(grads, results[0][1]):
+            torch.testing.assert_close(grad, expected)
+    assert (results[0][0][~real] == 0).all()
+    assert torch.autograd.gradcheck(
+        lambda gates, w, b: GRURecurrence.apply(gates, real[:3, :, None].double(), w, b),
+        (torch.randn(3, 9, 15, dtype=torch.double, requires_grad=True),
+         gru.weight_hh_l0.detach().clone().requires_grad_(),
+         gru.bias_hh_l0.detach().clone().requires_grad_()))
+
+
+def test_cpu_gru_path_falls_back_to_the_unrolled_one_for_second_order():
+    gru = torch.nn.GRU(4, 4, batch_first=True)
+    x, real = torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.bool)
+    assert run_gru(gru, x, real).grad_fn.name().startswith("GRURecurrence")
+    with twice_differentiable():
+        assert not run_gru(gru, x, real).grad_fn.name().startswith("GRURecurrence")
 
 
 @pytest.mark.parametrize("name", BACKBONES)
@@ -215,3 +251,29 @@ def test_sampled_losses_need_negatives_and_bad_configs_get_clear_errors():
         make("GRU4Rec").encode(torch.ones(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="'hidden' or 'ratings'"):
         make("GRU4Rec")(torch.ones(1, 3, dtype=torch.long), output="logits")
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_next_item_state_is_the_last_encoded_state(name):
+    """`score` reads the last state of the ``max_len`` most recent items (NARM computes only that
+    position's attention): the same state as encoding the whole window."""
+    model = make(name)
+    history = torch.randint(1, N_ITEMS + 1, (5, 11), generator=torch.Generator().manual_seed(1))
+    history[:2, :6] = PAD
+    expected = model.logits(model.encode(history[:, -model.config.max_len:])[:, -1])
+    torch.testing.assert_close(model.score(as_batch(history)), expected)
+
+
+def test_logits_are_the_masked_scores_bit_for_bit():
+    """The PAD column is masked by adding a -inf bias (a cheaper backward): every score is
+    exactly ``h . e_j``, PAD is -inf, and the loss and its gradients are those of masking."""
+    model = make("SASRec")
+    hidden = torch.randn(3, 5, 16, requires_grad=True)
+    targets = torch.randint(1, N_ITEMS + 1, (15,))
+    masked = (hidden @ model.items.weight.T).masked_fill(torch.arange(N_ITEMS + 1) == PAD,
+                                                        float("-inf"))
+    logits = model.logits(hidden)
+    assert torch.equal(logits, masked)
+    grads = [torch.autograd.grad(torch.nn.functional.cross_entropy(s.flatten(0, 1), targets),
+                                 (hidden, model.items.weight)) for s in (logits, masked)]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))

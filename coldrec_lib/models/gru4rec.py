@@ -5,9 +5,10 @@ parallel mini-batches and TOP1 loss are replaced by the shared sliding windows a
 (`sequential.py`; ``loss="bpr"`` is the paper's BPR variant). Taught in
 `06_sequential_backbones`, section "Four backbones".
 
-torch's fused ``nn.GRU`` (cuDNN on a GPU) runs over packed sequences, so left padding is never
-read by the recurrence (`sequential.run_gru`; ``fused=False`` writes the GRU out step by step so
-that MELO's `vmap` can batch it).
+Left padding is never read by the recurrence (`sequential.run_gru`): on a GPU torch's fused
+``nn.GRU`` (cuDNN) runs over packed sequences; on a CPU `sequential.GRURecurrence` runs the same
+steps with a hand-written backward; ``fused=False`` writes the GRU out step by step so that
+MELO's `vmap` can batch it and differentiate it twice.
 """
 from __future__ import annotations
 

@@ -46,14 +46,27 @@ class NARM(SequentialBackbone):
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """``B [c_g; c_l]`` at every position ``[B, L, d]`` of left-padded ``items [B, L]``."""
         self.check_length(items)
+        return self.session(items, items.shape[1])
+
+    def next_item_hidden(self, history: torch.Tensor) -> torch.Tensor:
+        """``B [c_g; c_l]`` at the last position only: the attention of one query, not of all
+        L (the same state as ``encode(...)[:, -1]``)."""
+        items = history[:, -self.config.max_len:]
+        return self.session(items, 1)[:, -1]
+
+    def session(self, items: torch.Tensor, n_queries: int) -> torch.Tensor:
+        """``B [c_g; c_l]`` at the last ``n_queries`` positions ``[B, n_queries, d]``."""
         real = items != PAD
         states = run_gru(self.gru, self.drop(self.items(items)), real, self.config.fused)  # h_j
-        # alpha[b, t, j] = v . sigmoid(A1 h_t + A2 h_j), over real j <= t
-        alpha = self.v(torch.sigmoid(self.a1(states).unsqueeze(2)
-                                     + self.a2(states).unsqueeze(1))).squeeze(-1)
+        queries = states[:, -n_queries:]                                                    # h_t
+        # alpha[b, t, j] = v . sigmoid(A1 h_t + A2 h_j) for the pairs j <= t only (the lower
+        # triangle: half the [B, L, L, d] work of the full square), then padded keys zeroed
         length = items.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
-        alpha = alpha * (causal & real.unsqueeze(1))
-        local = alpha @ states                                                # c_l  [B, L, d]
-        context = self.context_drop(torch.cat([states, local], -1))
-        return self.b(context) * real.unsqueeze(-1)
+        t, j = torch.tril_indices(n_queries, length, length - n_queries, device=items.device)
+        pairs = self.a1(queries).index_select(1, t) + self.a2(states).index_select(1, j)
+        alpha = states.new_zeros(len(items), n_queries * length).index_copy(
+            1, t * length + j, self.v(torch.sigmoid(pairs)).squeeze(-1))
+        alpha = alpha.view(-1, n_queries, length) * real.unsqueeze(1)
+        local = alpha @ states                                                # c_l  [B, q, d]
+        context = self.context_drop(torch.cat([queries, local], -1))
+        return self.b(context) * real[:, -n_queries:].unsqueeze(-1)
