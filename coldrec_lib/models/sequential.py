@@ -243,7 +243,8 @@ def run_gru(gru: nn.GRU, x: torch.Tensor, real: torch.Tensor, fused: bool = True
 
     ``fused=True``: on a GPU, torch's fused ``nn.GRU`` (cuDNN) over rows rolled to the left and
     packed, then rolled back; on a CPU, where ``nn.GRU`` runs step by step under autograd anyway,
-    `GRURecurrence` (the same steps with a hand-written backward, ~2x faster to train).
+    `GRURecurrence` (the same steps with a hand-written backward, ~1.8x faster forward and
+    backward: `benchmarks/sequential.py`).
     ``fused=False``: `unrolled_gru`, the same equations step by step on the same weights, which
     `torch.func.vmap` can batch (MELO's MAML) and differentiate twice (also used for
     ``fused=True`` inside `twice_differentiable`).
