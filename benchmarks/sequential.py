@@ -35,6 +35,7 @@ from coldrec_lib.experiments import preset_settings  # noqa: E402
 from coldrec_lib.experiments import sequential as experiment  # noqa: E402
 from coldrec_lib.models.sequential import (GRURecurrence, gru_layers, packed_gru,  # noqa: E402
                                            unrolled_gru)
+from coldrec_lib.training import fit  # noqa: E402
 
 from melo import ML100K, matmul_peak_gflops  # noqa: E402
 
@@ -60,28 +61,18 @@ def gru_step_seconds(batch: int, length: int, dim: int, repeats: int) -> dict[st
     return best
 
 
-def epoch(model, optimizer, batches) -> None:
-    model.train()
-    for batch in batches:
-        loss = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-
 def epoch_figures(name: str, split, settings: dict, repeats: int) -> dict:
+    """One epoch's training time (`training.fit`'s own loop, the best of ``repeats`` epochs over
+    the same batches) and its FLOPs."""
     model = experiment.build_backbone(name, split.n_items, settings, "cpu")
     optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr)
     sequences, generator = split.train_sequences(), torch.Generator().manual_seed(0)
     batches = list(model.epoch_batches(sequences, generator))
     with FlopCounterMode(display=False) as counter:
-        epoch(model, optimizer, batches)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        epoch(model, optimizer, batches)
-        best = min(best, time.perf_counter() - start)
+        fit(model, optimizer, lambda epoch: batches, max_epochs=1, progress=False)
     flops = counter.get_total_flops()
+    result = fit(model, optimizer, lambda epoch: batches, max_epochs=repeats, progress=False)
+    best = min(row["seconds"] for row in result.history)
     return {"seconds": best, "updates": len(batches), "gflop": flops / 1e9,
             "gflop_per_s": flops / best / 1e9}
 

@@ -37,6 +37,7 @@ of the forward pass.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
@@ -181,7 +182,7 @@ class SequentialBackbone(Recommender):
         return 0 if self.config.loss == "ce" else self.config.n_negatives
 
 
-_TWICE_DIFFERENTIABLE = [False]
+_TWICE_DIFFERENTIABLE = ContextVar("twice_differentiable", default=False)
 
 
 @contextmanager
@@ -189,12 +190,12 @@ def twice_differentiable():
     """Kernels with a double backward, for second-order meta-learning (MAML, MELO): the math
     implementation of ``scaled_dot_product_attention`` and the GRU written out step by step
     (`unrolled_gru`) instead of cuDNN's or `GRURecurrence`'s hand-written backward."""
-    previous, _TWICE_DIFFERENTIABLE[0] = _TWICE_DIFFERENTIABLE[0], True
+    token = _TWICE_DIFFERENTIABLE.set(True)
     try:
         with sdpa_kernel(SDPBackend.MATH), torch.backends.cudnn.flags(enabled=False):
             yield
     finally:
-        _TWICE_DIFFERENTIABLE[0] = previous
+        _TWICE_DIFFERENTIABLE.reset(token)
 
 
 # ---------------------------------------------------------------------- shared layers
@@ -249,7 +250,7 @@ def run_gru(gru: nn.GRU, x: torch.Tensor, real: torch.Tensor, fused: bool = True
     `torch.func.vmap` can batch (MELO's MAML) and differentiate twice (also used for
     ``fused=True`` inside `twice_differentiable`).
     """
-    if not fused or _TWICE_DIFFERENTIABLE[0]:
+    if not fused or _TWICE_DIFFERENTIABLE.get():
         return unrolled_gru(gru, x, real)
     if x.is_cuda:
         return packed_gru(gru, x, real)
@@ -316,28 +317,30 @@ class GRURecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gates_x, keep, w_hh, b_hh):
-        batch, length, hidden = gates_x.shape[0], gates_x.shape[1], w_hh.shape[1]
-        h = gates_x.new_zeros(batch, hidden)
-        states, previous, rz, candidate, n_h = ([] for _ in range(5))
-        for t in range(length):
+        hidden = w_hh.shape[1]
+        h = gates_x.new_zeros(gates_x.shape[0], hidden)
+        states, rz, candidate, n_h = [], [], [], []
+        for t in range(gates_x.shape[1]):
             gates_h = torch.addmm(b_hh, h, w_hh.t())
             r_z = torch.sigmoid(gates_x[:, t, :2 * hidden] + gates_h[:, :2 * hidden])
             n = torch.tanh(torch.addcmul(gates_x[:, t, 2 * hidden:], r_z[:, :hidden],
                                          gates_h[:, 2 * hidden:]))
-            previous.append(h)
             h = keep[:, t] * torch.addcmul(n, r_z[:, hidden:], h - n)  # (1 - z) n + z h
-            states.append(h), rz.append(r_z), candidate.append(n)
+            states.append(h)
+            rz.append(r_z)
+            candidate.append(n)
             n_h.append(gates_h[:, 2 * hidden:])
         out = torch.stack(states, 1)
-        ctx.save_for_backward(keep, w_hh, *(torch.stack(v, 1) for v in
-                                            (previous, rz, candidate, n_h)))
+        ctx.save_for_backward(keep, w_hh, out, torch.stack(rz, 1), torch.stack(candidate, 1),
+                              torch.stack(n_h, 1))
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        keep, w_hh, previous, rz, n, n_h = ctx.saved_tensors
+        keep, w_hh, out, rz, n, n_h = ctx.saved_tensors
         hidden = w_hh.shape[1]
+        previous = torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], 1)   # h_{t-1}
         r, z = rz[..., :hidden], rz[..., hidden:]
         # d h_t / d (pre-activations) for a unit gradient on h_t, all steps at once (keep folds
         # the padding in): n-gate input, r-gate, z-gate, and the recurrent n term W_hn h + b_hn
