@@ -5,7 +5,8 @@
 Each module defines ``PRESETS = {"smoke": {...}, "full": {...}}`` and
 ``run(dataset, preset, seed, data_path, progress, overrides, checkpoint_dir) -> ResultsTable``;
 ``overrides`` (``--set key=value`` on the command line) change a preset's settings without
-editing code (`preset_settings`), ``checkpoint_dir`` keeps finished models for a resumed run.
+editing code (`preset_settings`, `dataset_settings`), ``checkpoint_dir`` keeps finished models
+for a resumed run.
 """
 from __future__ import annotations
 
@@ -39,6 +40,25 @@ def preset_settings(presets: dict, preset: str, overrides: dict | None = None) -
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(presets)}")
     return apply_overrides(copy.deepcopy(presets[preset]), overrides, f"preset {preset!r}")
+
+
+def dataset_settings(presets: dict, preset: str, dataset: str, overrides: dict | None = None,
+                     unused: tuple[str, ...] = ()) -> dict:
+    """The settings a run on ``dataset`` uses: the preset, then its block for this dataset
+    (``"datasets": {"ml-100k": {...}}``), then ``overrides``, last, so the user always has the
+    final word. Settings the run does not read on this dataset are left out (`for_dataset`), so
+    every key ``--set`` accepts changes what runs."""
+    settings = preset_settings(presets, preset)
+    settings.update(settings.pop("datasets", {}).get(dataset, {}))
+    return apply_overrides(for_dataset(settings, dataset, unused), overrides,
+                           f"preset {preset!r} on {dataset}")
+
+
+def for_dataset(settings: dict, dataset: str, unused: tuple[str, ...] = ()) -> dict:
+    """``settings`` without the keys a run on ``dataset`` never reads: ``unused`` and, on real
+    data, the synthetic data's sizes."""
+    unused = unused + (() if dataset == "synthetic" else ("synthetic",))
+    return {key: value for key, value in settings.items() if key not in unused}
 
 
 def setting_keys(settings) -> list[str]:

@@ -26,7 +26,7 @@ from ..models.s2meta import S2Meta, S2MetaConfig
 from ..models.scenario import FirstOrderMAML, MAMLConfig, SupportPopularity
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
                         seed_everything)
-from . import get_data, preset_settings
+from . import dataset_settings, get_data
 
 _TASKS = {"support": 64, "query": 128, "n_negatives": 2, "max_support": 512}
 PRESETS = {
@@ -144,10 +144,16 @@ class NoAdaptation(Diagnostic):
         return self.model.initial_params(len(batch))
 
 
+def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
+    """The settings a run of ``preset`` on ``dataset`` uses, with ``overrides`` (`--set`)."""
+    unused = ("scenarios",) if dataset == "synthetic" else ()  # genre x time slices: real data
+    return dataset_settings(PRESETS, preset, dataset, overrides, unused)
+
+
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
-    config = preset_settings(PRESETS, preset, overrides)
+    config = settings_for(dataset, preset, overrides)
     device = default_device()
     generator = seed_everything(seed)
     split = make_split(dataset, config, data_path, seed)

@@ -8,7 +8,7 @@ from ..data import leave_one_out
 from ..evaluation import Evaluator, FullRanking, ResultsTable, SampledRanking, evaluate_models
 from ..models import BPRMF, BPRMFConfig, Popularity, pair_batches
 from ..training import Checkpoints, checkpoint_args, default_device, fit, phase, seed_everything
-from . import get_data, preset_settings
+from . import dataset_settings, get_data
 
 PRESETS = {
     "smoke": {"synthetic": {"n_users": 600, "n_items": 400}, "max_epochs": 30, "patience": 4},
@@ -16,13 +16,18 @@ PRESETS = {
 }
 
 
+def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
+    """The settings a run of ``preset`` on ``dataset`` uses, with ``overrides`` (`--set`)."""
+    return dataset_settings(PRESETS, preset, dataset, overrides)
+
+
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
-    config = preset_settings(PRESETS, preset, overrides)
+    config = settings_for(dataset, preset, overrides)
     generator = seed_everything(seed)
     with phase(f"data: {dataset}", progress):
-        data = get_data(dataset, data_path, seed, **config["synthetic"])
+        data = get_data(dataset, data_path, seed, **config.get("synthetic", {}))
         split = leave_one_out(data)
     checkpoints = Checkpoints.at(checkpoint_dir, split, config, seed)
     device = default_device()

@@ -29,7 +29,7 @@ from ..models.sasrec import SASRec, SASRecConfig
 from ..models.sequential import next_item_batches
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
                         seed_everything)
-from . import apply_overrides, get_data, preset_settings
+from . import apply_overrides, for_dataset, get_data, preset_settings
 
 HORIZON = 10
 PROTOCOL = FullRanking(ks=(HORIZON,))
@@ -79,7 +79,7 @@ PRESETS = {
 def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
     """The preset's settings for ``dataset`` with ``overrides`` (``{"gpt2.dim": "128"}``)."""
     table = preset_settings(PRESETS, preset)
-    return apply_overrides(table.get(dataset, table["*"]), overrides,
+    return apply_overrides(for_dataset(table.get(dataset, table["*"]), dataset), overrides,
                            f"preset {preset!r} on {dataset}")
 
 

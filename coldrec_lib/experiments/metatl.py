@@ -23,7 +23,7 @@ from ..models.popularity import Popularity
 from ..models.sasrec import SASRec, SASRecConfig, next_item_batches
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
                         seed_everything)
-from . import get_data, preset_settings
+from . import dataset_settings, get_data
 
 PRESETS = {
     "smoke": {
@@ -48,6 +48,7 @@ PAPER = {"MRR": 0.336, "NDCG@5": 0.341, "NDCG@10": 0.383, "HR@1": 0.214, "HR@5":
          "HR@10": 0.588}
 PROTOCOLS = {"sampled-100": SampledRanking(n_negatives=100, seed=0, ks=(1, 5, 10)),
              "full": FullRanking(ks=(1, 5, 10, 20))}
+SPLIT_BY_FILE = ("electronics", "metatl-format")  # the files are the cold-start split (`make_split`)
 SELECTION = ("sampled-100", "MRR")  # validation protocol and metric for model selection
 ABLATION = "MetaTL w/o inner step"     # trained without the inner step
 NO_TEST_STEP = "MetaTL, beta=0 at test"  # trained with it, scored without it
@@ -63,8 +64,8 @@ def paired_difference(a: EvalResult, b: EvalResult, metric: str = "MRR") -> tupl
     return float(difference.mean()), 2 * float(difference.std()) / len(difference) ** 0.5
 
 
-def make_split(data: Interactions, new_user_fraction: float = 0.3, valid_fraction: float = 0.3,
-               seed: int = 0) -> ColdStartSplit:
+def make_split(data: Interactions, new_user_fraction: float | None = 0.3,
+               valid_fraction: float = 0.3, seed: int = 0) -> ColdStartSplit:
     """Cold-start split. Electronics comes split by its authors (column ``part``: the train file
     and the new-user file); every other dataset is cut by time with `cold_start_by_time`."""
     if "part" in data.frame.columns:
@@ -143,10 +144,16 @@ def selection(history: FitResult) -> dict[str, float]:
     return {"best epoch": history.best_epoch, f"valid {SELECTION[1]}": history.best_value}
 
 
+def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
+    """The settings a run of ``preset`` on ``dataset`` uses, with ``overrides`` (`--set`)."""
+    unused = ("new_user_fraction",) if dataset in SPLIT_BY_FILE else ()
+    return dataset_settings(PRESETS, preset, dataset, overrides, unused)
+
+
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
-    return _run(dataset, preset_settings(PRESETS, preset, overrides), preset, seed, data_path,
+    return _run(dataset, settings_for(dataset, preset, overrides), preset, seed, data_path,
                 progress, default_device(), checkpoint_dir)
 
 
@@ -160,8 +167,8 @@ def _run(dataset, config, preset, seed, data_path, progress, device,
     exactly as an uninterrupted run does."""
     seed_everything(seed)
     with phase(f"data: {dataset}", progress):
-        data = get_data(dataset, data_path, seed, **config["synthetic"])
-        split = make_split(data, config["new_user_fraction"], config["valid_fraction"], seed)
+        data = get_data(dataset, data_path, seed, **config.get("synthetic", {}))
+        split = make_split(data, config.get("new_user_fraction"), config["valid_fraction"], seed)
     checkpoints = Checkpoints.at(checkpoint_dir, split, config, seed)
     k = config["k"]
     train = dict(batches_per_epoch=config["batches_per_epoch"], max_epochs=config["max_epochs"],

@@ -20,7 +20,7 @@ from ..models.popularity import Popularity
 from ..models.ract import Critic, CriticValidation, RaCTConfig, RaCTTrainer
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
                         seed_everything)
-from . import apply_overrides, get_data, preset_settings
+from . import apply_overrides, for_dataset, get_data, preset_settings
 
 PROTOCOL = FullRanking(ks=(20, 50, 100), recall_denominator="min(k,R)")
 METRICS = ["Recall@20", "Recall@50", "NDCG@100"]
@@ -70,7 +70,7 @@ def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> di
     """The preset's settings for ``dataset``, every `RaCTConfig` field spelled out (so that
     ``overrides`` such as ``{"ract.actor.lr": "1e-3"}`` reach the defaults too)."""
     table = preset_settings(PRESETS, preset)
-    settings = table.get(dataset, table["*"])
+    settings = for_dataset(table.get(dataset, table["*"]), dataset)
     settings["ract"] = asdict(ract_config(settings))
     return apply_overrides(settings, overrides, f"preset {preset!r} on {dataset}")
 

@@ -18,7 +18,7 @@ from ..models import (BERT4Rec, BERT4RecConfig, BPRMF, BPRMFConfig, GRU4Rec, GRU
                       NARM, NARMConfig, Popularity, SASRec, SASRecConfig, pair_batches)
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
                         seed_everything)
-from . import get_data, preset_settings
+from . import dataset_settings, get_data
 
 BACKBONES = {"GRU4Rec": (GRU4Rec, GRU4RecConfig), "NARM": (NARM, NARMConfig),
              "SASRec": (SASRec, SASRecConfig), "BERT4Rec": (BERT4Rec, BERT4RecConfig)}
@@ -90,13 +90,18 @@ def train_bpr(split: Split, settings: dict, generator: torch.Generator, device=N
     return model, result
 
 
+def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
+    """The settings a run of ``preset`` on ``dataset`` uses, with ``overrides`` (`--set`)."""
+    return dataset_settings(PRESETS, preset, dataset, overrides)
+
+
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
-    settings = preset_settings(PRESETS, preset, overrides)
+    settings = settings_for(dataset, preset, overrides)
     generator = seed_everything(seed)
     with phase(f"data: {dataset}", progress):
-        data = get_data(dataset, data_path, seed, **settings["synthetic"])
+        data = get_data(dataset, data_path, seed, **settings.get("synthetic", {}))
         split = leave_one_out(data)
     checkpoints = Checkpoints.at(checkpoint_dir, split, settings, seed)
     device = default_device()
