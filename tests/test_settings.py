@@ -33,3 +33,95 @@ def test_ract_overrides_reach_the_config_defaults():
     assert config.finetune_lr == 3e-5  # the ML-100K preset's own value is kept
     with pytest.raises(ValueError, match="valid keys: .*ract.actor.lr"):
         ract.settings_for("ml-100k", "full", {"lr": "1"})
+
+
+# ---------------------------------------------------------------------- every key changes the run
+from functools import reduce  # noqa: E402
+
+from coldrec_lib.experiments import EXPERIMENTS, get_experiment, setting_keys  # noqa: E402
+from coldrec_lib.models import melo as melo_models, ract as ract_models  # noqa: E402
+from coldrec_lib.models import sequential as sequential_models  # noqa: E402
+from coldrec_lib.training import Checkpoints  # noqa: E402
+
+# (preset, dataset): the synthetic data, and ML-100K, where presets have per-dataset settings
+RUNS = [("smoke", "synthetic"), ("full", "synthetic"), ("full", "ml-100k")]
+CHOICES = (melo_models.LOSSES, sequential_models.LOSSES, ract_models.NLL_ITEMS)
+OTHER_WORD = {word: choices[i - 1] for choices in CHOICES for i, word in enumerate(choices)}
+
+
+def lookup(settings, key: str):
+    return reduce(lambda node, name: node[name] if isinstance(node, dict) else
+                  getattr(node, name), key.split("."), settings)
+
+
+def another_value(value):
+    """A different valid value of the same type, as typed after ``--set key=``."""
+    if isinstance(value, bool):
+        return str(not value).lower()
+    if isinstance(value, (int, float)):
+        return str(value + 1 if isinstance(value, int) else value * 2 or 0.5)
+    if isinstance(value, str):
+        return OTHER_WORD[value]
+    if isinstance(value, (tuple, list)):
+        shorter = value[:-1] if len(value) > 1 else [2 * v for v in value]
+        return ",".join(map(str, shorter))
+    assert value is None, f"no other value known for {value!r}"
+    return "2"
+
+
+KEYS = [(name, preset, dataset, key)
+        for name in EXPERIMENTS for preset, dataset in RUNS
+        for key in setting_keys(get_experiment(name).settings_for(dataset, preset))]
+
+
+@pytest.mark.parametrize("name, preset, dataset, key", KEYS)
+def test_every_key_set_accepts_changes_the_settings_of_the_run(name, preset, dataset, key):
+    settings_for = get_experiment(name).settings_for
+    before = settings_for(dataset, preset)
+    text = another_value(lookup(before, key))
+    after = settings_for(dataset, preset, {key: text})
+    changed = [k for k in setting_keys(before) if lookup(after, k) != lookup(before, k)]
+    assert changed == [key]  # that key alone
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_a_run_trains_with_the_settings_it_resolved(name, monkeypatch):
+    """``run`` hands what ``settings_for`` resolved (overrides included), unchanged, to
+    training (the settings are part of its checkpoints' identity); stopped before training."""
+    experiment = get_experiment(name)
+    resolved = []
+    settings_for = experiment.settings_for
+    monkeypatch.setattr(experiment, "settings_for",
+                        lambda *args: resolved.append(settings_for(*args)) or resolved[-1])
+
+    def stop(folder, *identity):
+        raise Stop(identity)
+
+    monkeypatch.setattr(Checkpoints, "at", stop)
+    key = next(k for k in setting_keys(settings_for("synthetic", "smoke"))
+               if k in ("patience", "max_epochs", "iterations", "min_user") or k.endswith("epochs"))
+    value = lookup(settings_for("synthetic", "smoke"), key) + 1
+    with pytest.raises(Stop) as stopped:
+        experiment.run("synthetic", "smoke", overrides={key: str(value)})
+    assert len(resolved) == 1 and lookup(resolved[0], key) == value
+    assert any(part is resolved[0] for part in stopped.value.args[0])
+    assert resolved[0] == settings_for("synthetic", "smoke", {key: str(value)})  # not changed
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_settings_a_dataset_never_reads_are_not_accepted(name):
+    """The synthetic data's sizes on MovieLens (and CMML's genre x time slices on synthetic
+    data) would change nothing: ``--set`` refuses them and lists the keys it accepts."""
+    settings_for = get_experiment(name).settings_for
+    with pytest.raises(ValueError, match=r"unknown setting 'synthetic.n_users' .*valid keys"):
+        settings_for("ml-100k", "full", {"synthetic.n_users": "5"})
+    if name == "cmml":
+        with pytest.raises(ValueError, match=r"unknown setting 'scenarios.n_slices'"):
+            settings_for("synthetic", "full", {"scenarios.n_slices": "3"})
+    if name == "metatl":
+        with pytest.raises(ValueError, match=r"unknown setting 'new_user_fraction'"):
+            settings_for("electronics", "full", {"new_user_fraction": "0.5"})
