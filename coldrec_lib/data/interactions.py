@@ -67,6 +67,7 @@ class Interactions:
     item_features: pd.DataFrame | None = None  # indexed by internal item id, e.g. genre columns
     user_features: pd.DataFrame | None = None  # indexed by internal user id, e.g. age, gender
     n_duplicates_dropped: int = 0  # repeated (user, item) rows dropped when the data was built
+    source: str = "DataFrame"  # the file (or table) the interactions were read from, for errors
     _item_lookup: dict = field(default=None, repr=False)
     _user_lookup: dict = field(default=None, repr=False)
 
@@ -128,7 +129,8 @@ class Interactions:
         if user_features is not None:
             users = user_features.reindex(raw_users)
             users.index = pd.RangeIndex(len(raw_users))
-        return cls(frame, raw_users.astype(object), raw_items, name, features, users, n_dropped)
+        return cls(frame, raw_users.astype(object), raw_items, name, features, users, n_dropped,
+                   str(source))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -195,7 +197,7 @@ class Interactions:
         out = Interactions.from_frame(raw, name=name or self.name, item_features=features,
                                       user_features=users, source=f"{self.name} (subset)",
                                       duplicates="keep")
-        out.n_duplicates_dropped = self.n_duplicates_dropped
+        out.n_duplicates_dropped, out.source = self.n_duplicates_dropped, self.source
         return out
 
     def item_popularity(self) -> torch.Tensor:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from .errors import DataError
-from .interactions import PAD
+from .interactions import PAD, Interactions
 from .sequences import Sequences
+
+MIN_WINDOW = 2  # the shortest support sub-window or query suffix
 
 
 @dataclass
@@ -58,6 +61,36 @@ def check_ratings(sequences: Sequences, max_rating: int, source: str = "ratings"
                         f"{float(ratings[bad][0])!r}")
 
 
+def check_rating_data(data: Interactions, max_rating: int, min_ratings: int = MIN_WINDOW + 1,
+                      setting: str = "max_rating") -> None:
+    """Before any task is built: ``data`` holds explicit whole-number ratings on the scale
+    ``1..max_rating`` (named ``setting``) reaching its top, and every user has at least
+    ``min_ratings`` of them (a support sub-window plus the target). Errors name the file
+    (``data.source``), the field and the raw id."""
+    frame = data.frame
+    ratings = frame["rating"].to_numpy()
+    if ratings.min() == ratings.max():
+        raise DataError(data.source, "rating", f"explicit ratings (MELO predicts them); every "
+                        f"rating is {ratings[0]:g}: implicit feedback, or a rating column that "
+                        "is absent or constant")
+    bad = (ratings < 1) | (ratings > max_rating) | (ratings != np.round(ratings))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(data.source, "rating", f"whole-number ratings 1..{max_rating} ({setting}="
+                        f"{max_rating}); user {data.raw_users[frame['user'].iat[row]]} has "
+                        f"{ratings[row]:g} (another scale: set {setting}; half stars: map them "
+                        "to whole numbers, e.g. rating * 2)")
+    if ratings.max() != max_rating:
+        raise DataError(data.source, "rating", f"ratings on the scale 1..{setting}={max_rating}; "
+                        f"the highest is {ratings.max():g} (set {setting}={ratings.max():g})")
+    counts = np.bincount(frame["user"].to_numpy(), minlength=data.n_users)
+    if (counts < min_ratings).any():
+        user = int(np.flatnonzero(counts < min_ratings)[0])
+        raise DataError(data.source, "user", f"at least {min_ratings} ratings per user (a support "
+                        f"sub-window plus the target); user {data.raw_users[user]} has "
+                        f"{counts[user]}")
+
+
 def user_windows(sequences: Sequences, users: torch.Tensor, max_len: int, random: bool = False,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Flat positions of each user's window, right-aligned in ``max_len`` slots, -1 at padding:
@@ -85,8 +118,8 @@ def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def melo_tasks(sequences: Sequences, users, max_len: int = 30, n_support: int = 25,
-               n_query: int = 3, min_window: int = 2, max_rating: int = 5, train: bool = False,
-               generator: torch.Generator | None = None) -> MeloTasks:
+               n_query: int = 3, min_window: int = MIN_WINDOW, max_rating: int = 5,
+               train: bool = False, generator: torch.Generator | None = None) -> MeloTasks:
     """One task per user of ``users`` (see the module docstring). ``train=True`` draws a random
     window and ``n_query`` random query suffixes; otherwise the most recent window is the single
     query. Support sub-windows are drawn with ``generator`` either way."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data import Interactions, Sequences, filter_min_counts
-from ..data.melo_tasks import MeloTasks, melo_tasks
+from ..data.melo_tasks import MIN_WINDOW, MeloTasks, check_rating_data, melo_tasks
 from ..evaluation import EvalResult, ResultsTable, eval_mode
 from ..meta.maml import MAMLConfig
 from ..models.bert4rec import BERT4Rec, BERT4RecConfig
@@ -32,7 +32,7 @@ from ..models.narm import NARM, NARMConfig
 from ..models.sasrec import SASRec, SASRecConfig
 from ..training import (Checkpoints, checkpoint_args, default_device, fit, phase,
                         seed_everything)
-from . import get_data, preset_settings
+from . import dataset_settings, get_data
 
 # The authors' sizes (hidden 32; SASRec/BERT4Rec 2 blocks, 4 heads, FFN 4 x 32 = 128). The GRUs
 # run step by step (`sequential.unrolled_gru`): `torch.func.vmap`, which adapts the whole
@@ -128,11 +128,13 @@ class _Selection:
         return result
 
 
-def make_backbone(name: str, n_items: int, dim: int, max_len: int):
+def make_backbone(name: str, n_items: int, dim: int, max_len: int, max_rating: int = 5):
+    """Backbone ``name`` whose rating head predicts inside ``1..max_rating``."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
     model, config, sizes = BACKBONES[name]
-    return model(n_items, config(max_len=max_len, dim=dim, **sizes))
+    return model(n_items, config(max_len=max_len, dim=dim, rating_range=(1.0, float(max_rating)),
+                                 **sizes))
 
 
 def split_users(data: Interactions, n_test: int | float, valid_fraction: float, seed: int
@@ -149,9 +151,34 @@ def split_users(data: Interactions, n_test: int | float, valid_fraction: float, 
     return tuple(torch.as_tensor(np.sort(p), dtype=torch.long) for p in parts)
 
 
-def settings(config: dict, dataset: str) -> dict:
-    """The preset with its per-dataset overrides applied."""
-    return {**config, **config.get("datasets", {}).get(dataset, {})}
+def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
+    """The settings a run of ``preset`` on ``dataset`` uses: the preset, its block for the
+    dataset, then ``overrides`` (`--set`); checked by `check_settings`."""
+    return check_settings(dataset_settings(PRESETS, preset, dataset, overrides))
+
+
+def check_settings(config: dict) -> dict:
+    """``config``, or an error naming the first setting that no run can use (before any data is
+    read or any model trained)."""
+    counts = {"n_support": 1, "n_query": 1, "meta_batch": 1, "basic_batch": 1, "iterations": 1,
+              "basic_iterations": 1, "eval_every": 1, "dim": 1, "min_user": 1, "min_item": 1,
+              "max_len": MIN_WINDOW + 1, "melo.max_rating": 2}
+    melo = config["melo"]
+    values = {**config, "melo.max_rating": melo.max_rating}
+    for key, least in counts.items():
+        if values[key] < least:
+            raise ValueError(f"setting {key}={values[key]!r}: expected a whole number >= {least}")
+    if not 0 <= config["valid_fraction"] < 1:
+        raise ValueError(f"setting valid_fraction={config['valid_fraction']!r}: expected a "
+                         f"fraction in [0, 1)")
+    if not config["backbones"]:
+        raise ValueError(f"setting backbones is empty: expected one or more of "
+                         f"{', '.join(BACKBONES)} (e.g. --set backbones=gru4rec,sasrec)")
+    for name in config["backbones"]:
+        if name not in BACKBONES:
+            raise ValueError(f"setting backbones: unknown backbone {name!r}; expected one of "
+                             f"{', '.join(BACKBONES)}")
+    return config
 
 
 def train_model(method: str, backbone_name: str, n_items: int, config: dict,
@@ -164,7 +191,8 @@ def train_model(method: str, backbone_name: str, n_items: int, config: dict,
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     melo: MELOConfig = config["melo"]
-    backbone = make_backbone(backbone_name, n_items, config["dim"], config["max_len"])
+    backbone = make_backbone(backbone_name, n_items, config["dim"], config["max_len"],
+                             melo.max_rating)
     if start is not None:
         backbone.load_state_dict(start.model.backbone.state_dict())
     iterations = config["basic_iterations" if method == "Basic" else "iterations"]
@@ -176,14 +204,16 @@ def train_model(method: str, backbone_name: str, n_items: int, config: dict,
         model = make_meta_learner(backbone, replace(melo, loss="mse" if method == "MAML"
                                                     else melo.loss)).to(device)
         optimizer = meta_optimizer(model, melo)
-    n_epochs = max(1, iterations // config["eval_every"])
+    # epochs of eval_every iterations, the last one shorter: exactly ``iterations`` in all
+    eval_every = config["eval_every"]
+    n_epochs = math.ceil(iterations / eval_every)
     floor = melo.outer_lr_min / melo.outer_lr  # cosine outer rate for the backbone group only
     cosine = lambda e: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * e / n_epochs))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, [cosine] + [lambda e: 1.0] * (len(optimizer.param_groups) - 1))
 
-    def batches(epoch):
-        for _ in range(config["eval_every"]):
+    def batches(epoch):  # epoch 1, 2, ...
+        for _ in range(min(eval_every, iterations - (epoch - 1) * eval_every)):
             picks = torch.randint(len(train_users), (batch_size,), generator=generator)
             yield melo_tasks(sequences, train_users[picks], config["max_len"], config["n_support"],
                              config["n_query"], max_rating=melo.max_rating, train=True,
@@ -194,8 +224,8 @@ def train_model(method: str, backbone_name: str, n_items: int, config: dict,
                   scheduler=scheduler, progress=progress, desc=f"{backbone_name} {method}",
                   **checkpoint_args(checkpoints, f"{backbone_name}-{method}"))
     seconds = sum(row["seconds"] for row in history.history)
-    tasks = n_epochs * config["eval_every"] * batch_size
-    diagnostics = {"best_iteration": history.best_epoch * config["eval_every"],
+    tasks = iterations * batch_size
+    diagnostics = {"best_iteration": min(history.best_epoch * eval_every, iterations),
                    "valid_RMSE": -history.best_value, "history": history,
                    "train_tasks_per_s": tasks / seconds}
     if method != "Basic":
@@ -205,8 +235,9 @@ def train_model(method: str, backbone_name: str, n_items: int, config: dict,
 
 def prepare(dataset: str, config: dict, seed: int, data_path: str | None):
     """Data filtered as the authors do, users split, sequences and the fixed evaluation tasks."""
-    data = get_data(dataset, data_path, seed, **config["synthetic"])
+    data = get_data(dataset, data_path, seed, **config.get("synthetic", {}))
     data = filter_min_counts(data, min_user=config["min_user"], min_item=config["min_item"])
+    check_rating_data(data, config["melo"].max_rating, MIN_WINDOW + 1, "melo.max_rating")
     train_users, valid_users, test_users = split_users(data, config["n_test"],
                                                        config["valid_fraction"], seed)
     sequences = Sequences.from_frame(data.frame, data.n_users)
@@ -227,11 +258,9 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     """Basic, MAML and MELO on every backbone; each model draws from its own seeded generator,
     so a run resumed from ``checkpoint_dir`` with some models loaded trains the others exactly
     as an uninterrupted run does."""
-    config = settings(preset_settings(PRESETS, preset, overrides), dataset)
-    backbones = tuple(backbones or config["backbones"])
-    for name in backbones:
-        if name not in BACKBONES:
-            raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+    if backbones is not None:
+        overrides = {**(overrides or {}), "backbones": tuple(backbones)}
+    config = settings_for(dataset, preset, overrides)
     device = default_device()
     seed_everything(seed)
     with phase(f"data: {dataset}", progress):
@@ -240,7 +269,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     table = ResultsTable(f"MELO: rating prediction for {len(evaluators['test'].tasks):,} "
                          f"cold-start test users ({data.n_users:,} users, {data.n_items:,} items, "
                          f"{len(data):,} ratings)", data.name, preset)
-    for b, backbone in enumerate(backbones):
+    for b, backbone in enumerate(config["backbones"]):
         basic = None
         for m, method in enumerate(METHODS):
             generator = seed_everything(100 * seed + len(METHODS) * b + m)
