@@ -9,7 +9,8 @@ to the support set adds on top of the same backbone. Every model is scored on th
 recent window of <= ``max_len`` ratings, the last one the target, the others the support set
 (`data/melo_tasks.py`). Basic predicts the target directly; MAML and MELO first adapt to the
 support set (3 inner steps). Metrics: RMSE, MAE and RMSE per true rating value (the imbalance
-story), pooled over test users. Model selection on validation RMSE.
+story), pooled over test users. Model selection on validation RMSE. Ratings are whole numbers
+``1..melo.max_rating`` (``--set melo.max_rating=10`` for a 1-10 scale), checked before training.
 
     python -m coldrec_lib run melo --dataset ml-100k --data-path ../shared/data/ml-100k --preset full
 """
