@@ -2,11 +2,11 @@
 
     python -m coldrec_lib run <experiment> --dataset <name> --preset smoke|full
 
-Each module defines ``PRESETS = {"smoke": {...}, "full": {...}}`` and
+Each module defines ``PRESETS = {"smoke": {...}, "full": {...}}``,
+``settings_for(dataset, preset, overrides) -> dict`` (the settings its run uses) and
 ``run(dataset, preset, seed, data_path, progress, overrides, checkpoint_dir) -> ResultsTable``;
 ``overrides`` (``--set key=value`` on the command line) change a preset's settings without
-editing code (`preset_settings`, `dataset_settings`), ``checkpoint_dir`` keeps finished models
-for a resumed run.
+editing code (`dataset_settings`), ``checkpoint_dir`` keeps finished models for a resumed run.
 """
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ PAPER = {"MRR": 0.336, "NDCG@5": 0.341, "NDCG@10": 0.383, "HR@1": 0.214, "HR@5":
          "HR@10": 0.588}
 PROTOCOLS = {"sampled-100": SampledRanking(n_negatives=100, seed=0, ks=(1, 5, 10)),
              "full": FullRanking(ks=(1, 5, 10, 20))}
-SPLIT_BY_FILE = ("electronics", "metatl-format")  # the files are the cold-start split (`make_split`)
+SPLIT_BY_FILE = ("electronics", "metatl-format")  # their files are the cold-start split
 SELECTION = ("sampled-100", "MRR")  # validation protocol and metric for model selection
 ABLATION = "MetaTL w/o inner step"     # trained without the inner step
 NO_TEST_STEP = "MetaTL, beta=0 at test"  # trained with it, scored without it
@@ -67,7 +67,8 @@ def paired_difference(a: EvalResult, b: EvalResult, metric: str = "MRR") -> tupl
 def make_split(data: Interactions, new_user_fraction: float | None = 0.3,
                valid_fraction: float = 0.3, seed: int = 0) -> ColdStartSplit:
     """Cold-start split. Electronics comes split by its authors (column ``part``: the train file
-    and the new-user file); every other dataset is cut by time with `cold_start_by_time`."""
+    and the new-user file: ``new_user_fraction`` is not used); every other dataset is cut by
+    time with `cold_start_by_time`."""
     if "part" in data.frame.columns:
         return cold_start_by_part(data, valid_fraction=valid_fraction, seed=seed)
     return cold_start_by_time(data, new_user_fraction=new_user_fraction,
