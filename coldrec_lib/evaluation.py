@@ -215,7 +215,8 @@ def _model_device(model) -> torch.device:
 @dataclass
 class ResultsTable:
     """Rows of results (model -> metrics, and the number of users they were computed on) with
-    the data, preset, machine, protocol, seed and settings overrides that produced them. Printed
+    the data, preset, machine, protocol, seed and settings overrides that produced them, and
+    ``diagnostics`` that are not one number per row (a learned part's curve, per model). Printed
     as a table that fits a terminal (`format`); saved as JSON (atomically) with everything."""
 
     title: str
@@ -226,6 +227,7 @@ class ResultsTable:
     machine: str = field(default_factory=lambda: describe_machine())
     seed: int | None = None
     overrides: dict[str, str] = field(default_factory=dict)
+    diagnostics: dict[str, dict] = field(default_factory=dict)  # model -> curves, per-epoch lists
 
     def add(self, result: EvalResult, protocol_name: str = "", **extra) -> None:
         key = protocol_name or result.protocol

@@ -47,6 +47,7 @@ class Reference:
     rows: list[dict] = field(default_factory=list)
     per_seed: list[dict] = field(default_factory=list)
     protocols: dict[str, str] = field(default_factory=dict)
+    diagnostics: dict[str, dict] = field(default_factory=dict)  # seed -> the table's diagnostics
 
     # ------------------------------------------------------------------ views
     def frame(self) -> pd.DataFrame:
@@ -155,7 +156,7 @@ def run_reference(experiment: str, dataset: str = "ml-100k", seeds=(0, 1, 2),
     module = get_experiment(experiment)
     if threads > 0:
         torch.set_num_threads(threads)
-    tables, seconds, last = {}, [], None
+    tables, seconds, diagnostics, last = {}, [], {}, None
     for seed in seeds:
         start = time.perf_counter()
         if progress:
@@ -163,11 +164,12 @@ def run_reference(experiment: str, dataset: str = "ml-100k", seeds=(0, 1, 2),
         last = module.run(dataset, preset, seed=seed, data_path=data_path)
         seconds.append(round(time.perf_counter() - start, 1))
         tables[seed] = [dict(row) for row in last.rows]
+        diagnostics[str(seed)] = last.diagnostics
     per_seed = [{"seed": seed, **row} for seed, rows in tables.items() for row in rows]
     return Reference(experiment, dataset, preset, list(seeds),
                      command_line(experiment, dataset, seeds, threads), last.title,
                      last.machine, torch.get_num_threads(), seconds, aggregate(tables),
-                     per_seed, dict(last.protocols))
+                     per_seed, dict(last.protocols), diagnostics)
 
 
 def combine(pieces: list[Reference]) -> Reference:
@@ -190,7 +192,8 @@ def combine(pieces: list[Reference]) -> Reference:
                      first.title, first.machine, first.threads,
                      [t for piece in pieces for t in piece.seconds_per_seed], aggregate(tables),
                      [{"seed": seed, **row} for seed, rows in tables.items() for row in rows],
-                     dict(first.protocols))
+                     dict(first.protocols),
+                     {seed: d for piece in pieces for seed, d in piece.diagnostics.items()})
 
 
 def reference_path(experiment: str, dataset: str = "ml-100k") -> Path:

@@ -1,3 +1,6 @@
+import copy
+import math
+
 import pytest
 import torch
 
@@ -241,3 +244,34 @@ def test_selection_metric_is_a_parameter_and_stage3_records_how_far_the_actor_mo
     with pytest.raises(ValueError, match="selection metric"):
         experiment.RaCTTrainer(trainer.actor, trainer.critic, config, trainer.train_rows, valid,
                                trainer.critic_valid, metric="NDCG@7")
+
+
+def test_stage3_records_the_critic_against_the_true_ndcg_and_can_keep_its_last_epoch():
+    """Every stage-3 epoch records the critic's predicted NDCG and the true NDCG of the actor's
+    ranking (validation users and training batches); with ``finetune_keep="last"`` the kept actor
+    is the last epoch's, so it differs from the pre-trained one even when no epoch beats it."""
+    config = RaCTConfig(**{**TINY["ract"], "finetune_keep": "last"})
+    _, split = experiment.load_split("synthetic", TINY, seed=0)
+    valid = Evaluator(split.valid, experiment.PROTOCOL, split.n_items)
+    trainer = experiment.make_trainer(split, config, valid, 0)
+    trainer.run(until=2)
+    pretrained = copy.deepcopy(trainer.actor)
+    stage3 = trainer.run_stage(3)
+    curves = experiment.stage3_curves(stage3)
+    assert curves["epoch"] == list(range(config.finetune_epochs + 1))
+    assert stage3.best_epoch == config.finetune_epochs and curves["actor change"][-1] > 0
+    after = trainer.critic_valid.measure(trainer.actor, trainer.critic)
+    assert curves["valid true NDCG@100"][-1] == pytest.approx(
+        float(after.per_user["NDCG@100"].mean()))
+    assert curves["valid predicted NDCG@100"][-1] == pytest.approx(
+        float(after.per_user["predicted NDCG"].mean()))
+    assert curves["valid critic R2"][-1] == pytest.approx(after.metrics["critic R2"])
+    before = trainer.critic_valid.measure(pretrained, trainer.critic)  # the true NDCG at epoch 0
+    assert curves["valid true NDCG@100"][0] == pytest.approx(
+        float(before.per_user["NDCG@100"].mean()))
+    assert math.isnan(curves["train true NDCG@100"][0])  # no training batch before epoch 1
+    assert all(0 < v < 1 for v in curves["train predicted NDCG@100"][1:])
+    assert valid.evaluate(trainer.actor).metrics["NDCG@100"] == pytest.approx(
+        stage3.history[-1]["valid NDCG@100"])
+    with pytest.raises(ValueError, match="finetune_keep"):
+        RaCTConfig(finetune_keep="first")

@@ -83,5 +83,6 @@ def test_references_run_seed_by_seed_combine_into_the_run_over_all_seeds(tmp_pat
     combined = Reference(**json.loads((tmp_path / "foundations-synthetic.json").read_text()))
     assert combined.rows == together.rows and combined.per_seed == together.per_seed
     assert combined.command == together.command
+    assert combined.diagnostics == together.diagnostics == {"0": {}, "1": {}}  # one per seed
     with pytest.raises(ValueError, match="repeated seeds"):
         combine([combined, combined])

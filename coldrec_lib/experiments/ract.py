@@ -1,9 +1,12 @@
-"""RaCT experiment (notebook `04_ract`): Mult-DAE, Mult-VAE and RaCT under strong generalisation
-(held-out users, 80/20 fold-in), NDCG@100 / Recall@20 / Recall@50 with Recall's denominator
-``min(k, R)``, as in Liang et al. 2018 and Lobel et al. 2020.
+"""RaCT experiment (notebook `04_ract`): EASE, Mult-DAE, Mult-VAE and RaCT under strong
+generalisation (held-out users, 80/20 fold-in), NDCG@100 / Recall@20 / Recall@50 with Recall's
+denominator ``min(k, R)``, as in Liang et al. 2018 and Lobel et al. 2020.
 
 The Mult-VAE row is RaCT's stage-1 actor (RaCT fine-tunes that very model), so the two rows
-differ only by stages 2 and 3.
+differ only by stages 2 and 3. Mult-DAE has Liang et al.'s architecture (``I -> 200 -> I``); EASE
+(Steck 2019) is the closed-form baseline, its ``l2`` chosen on validation from `EASE_L2_GRID`.
+Each seed's table also carries, in ``diagnostics["RaCT"]``, stage 3's per-epoch critic
+prediction against the true NDCG (`stage3_curves`).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import torch
 from ..data import Interactions, filter_min_counts, filter_rating, heldout_users
 from ..data.splits import Split
 from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
+from ..models.ease import EASE, item_gram
 from ..models.multvae import MultVAE, MultVAEConfig, UserRows, user_batches
 from ..models.popularity import Popularity
 from ..models.ract import Critic, CriticValidation, RaCTConfig, RaCTTrainer
@@ -24,6 +28,9 @@ from . import apply_overrides, for_dataset, get_data, preset_settings
 
 PROTOCOL = FullRanking(ks=(20, 50, 100), recall_denominator="min(k,R)")
 METRICS = ["Recall@20", "Recall@50", "NDCG@100"]
+
+# EASE's l2 is chosen on validation NDCG@100 among these (Steck 2019 used 500 on ML-20M).
+EASE_L2_GRID = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 
 # The paper's ML-20M numbers (Lobel et al. 2020, table 2): Recall@20, Recall@50, NDCG@100.
 PAPER_ML20M = {"Mult-DAE": (0.387, 0.524, 0.419), "Mult-VAE": (0.395, 0.537, 0.426),
@@ -43,7 +50,8 @@ PRESETS = {
                                              anneal_steps=500),
                                   critic=dict(lr=1e-3), actor_epochs=80, critic_epochs=40,
                                   critic_min_epochs=20, finetune_epochs=15, finetune_lr=1e-4,
-                                  patience=10))},
+                                  # a check of the pipeline: the RaCT row is what stage 3 did
+                                  finetune_keep="last", patience=10))},
     "full": {
         "ml-20m": _PAPER,
         "ml-1m": dict(n_valid=600, n_test=600, min_rating=3.5,
@@ -94,18 +102,28 @@ def load_split(dataset: str, settings: dict, seed: int = 0,
 def train_multdae(split: Split, config: RaCTConfig, valid: Evaluator, seed: int = 0,
                   device=None, progress: bool = False, checkpoints: Checkpoints | None = None
                   ) -> tuple[MultVAE, FitResult]:
-    """Mult-DAE with the actor's architecture and schedule, selected on validation NDCG@100."""
+    """Mult-DAE with Liang et al.'s architecture (``I -> 200 -> I``, `MultVAEConfig.dae`) and
+    the actor's batch size and epochs, selected on validation NDCG@100."""
     generator = seed_everything(seed)
     actor = config.actor
-    dae = MultVAE(split.n_items, MultVAEConfig.dae(hidden_dims=actor.hidden_dims,
-                                                   latent_dim=actor.latent_dim,
-                                                   batch_size=actor.batch_size)).to(device)
+    dae = MultVAE(split.n_items, MultVAEConfig.dae(batch_size=actor.batch_size)).to(device)
     rows = UserRows(split.train, split.n_items).to(device)
     optimizer = torch.optim.Adam(dae.parameters(), lr=dae.config.lr, fused=True)
     result = fit(dae, optimizer, lambda epoch: user_batches(rows, actor.batch_size, generator),
                  valid, "NDCG@100", config.actor_epochs, config.patience, progress=progress,
                  desc="Mult-DAE", **checkpoint_args(checkpoints, "Mult-DAE"))
     return dae, result
+
+
+def train_ease(split: Split, valid: Evaluator, grid=EASE_L2_GRID, device=None
+               ) -> tuple[EASE, dict[float, float]]:
+    """EASE with the ``l2`` of ``grid`` that scores best on validation NDCG@100, and the
+    validation NDCG@100 of every ``l2``."""
+    gram = item_gram(split.train, split.n_items)
+    models = {l2: EASE(gram, l2).to(device) for l2 in grid}
+    values = {l2: valid.evaluate(model).metrics["NDCG@100"] for l2, model in models.items()}
+    best = max(values, key=values.get)
+    return models[best], values
 
 
 def make_trainer(split: Split, config: RaCTConfig, valid: Evaluator, seed: int = 0,
@@ -134,6 +152,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     valid = Evaluator(split.valid, PROTOCOL, split.n_items, device=device)
     test = Evaluator(split.test, PROTOCOL, split.n_items, device=device)
 
+    ease, ease_values = train_ease(split, valid, device=device)
     dae, dae_fit = train_multdae(split, config, valid, seed, device, progress,
                                  Checkpoints.at(checkpoint_dir, split, settings, seed))
     trainer = make_trainer(split, config, valid, seed, device, checkpoint_dir, progress)
@@ -143,15 +162,19 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     critic = trainer.critic_valid.measure(trainer.actor, trainer.critic).metrics
     stage3 = trainer.run_stage(3)
 
-    table = ResultsTable(f"RaCT: Mult-DAE vs Mult-VAE vs RaCT ({split.description}, seed "
+    table = ResultsTable(f"RaCT: EASE, Mult-DAE, Mult-VAE and RaCT ({split.description}, seed "
                          f"{seed})", data.name, preset)
-    models = {"Popularity": Popularity(split.train, split.n_items).to(device), "Mult-DAE": dae,
-              "Mult-VAE": vae, "RaCT": trainer.actor}
+    models = {"Popularity": Popularity(split.train, split.n_items).to(device), "EASE": ease,
+              "Mult-DAE": dae, "Mult-VAE": vae, "RaCT": trainer.actor}
     selection = {name: {"best epoch": result.best_epoch, "valid NDCG@100": result.best_value}
                  for name, result in (("Mult-DAE", dae_fit), ("Mult-VAE", stage1),
                                       ("RaCT", stage3))}
+    selection["EASE"] = {"l2": ease.l2, "valid NDCG@100": ease_values[ease.l2]}
     selection["RaCT"].update(stage_diagnostics(stage2, critic, stage3))
     evaluate_models(models, {"full": test}, table, selection, progress)
+    table.diagnostics = {"RaCT": stage3_curves(stage3),
+                         "EASE": {"l2": list(ease_values), "valid NDCG@100":
+                                  list(ease_values.values())}}
     return table
 
 
@@ -164,3 +187,12 @@ def stage_diagnostics(stage2: FitResult, critic: dict, stage3: FitResult) -> dic
             "critic std": critic["critic std"], "NDCG std": critic["NDCG std"],
             "stage-3 epochs": max(changes), "actor change, last": changes[max(changes)],
             "actor change, kept": changes[stage3.best_epoch]}
+
+
+def stage3_curves(stage3: FitResult) -> dict[str, list[float]]:
+    """Stage 3 epoch by epoch (epoch 0 = the pre-trained actor): the critic's predicted NDCG
+    against the true NDCG of the actor's ranking, on the critic's validation users and on the
+    training batches, with the critic's R^2 and the actor's change (`ActorCriticMonitor`)."""
+    keys = dict.fromkeys(key for row in stage3.history for key in row
+                         if key not in ("seconds", "elapsed"))
+    return {key: [row.get(key, float("nan")) for row in stage3.history] for key in keys}

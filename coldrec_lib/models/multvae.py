@@ -9,8 +9,9 @@ likelihood is multinomial (eq. 2 of Liang et al.):
 
 Mult-VAE samples ``z_u = mu + eps * sigma`` with ``eps ~ N(0, 1)`` and maximises the ELBO with an
 annealed KL weight ``beta = min(beta_cap, step / anneal_steps)`` (eq. 5 and section 2.2.2);
-at test time ``z_u = mu``. Mult-DAE is the same network without the variational layer, trained on
-the likelihood plus L2 (eq. 8).
+at test time ``z_u = mu``. Mult-DAE has no variational layer and, in Liang et al., a single
+hidden layer, ``I -> 200 (tanh) -> I`` (`MultVAEConfig.dae`); it is trained on the likelihood plus
+L2 (eq. 8).
 
 The model works on ``n_items`` columns internally (column ``j`` is item ``j + 1``); ``score``
 prepends the padding column so that it follows the `Recommender` contract.
@@ -53,9 +54,11 @@ class MultVAEConfig:
 
     @classmethod
     def dae(cls, **overrides) -> "MultVAEConfig":
-        """Mult-DAE as in Liang et al.: no variational layer, L2 of 0.01 / batch size."""
+        """Mult-DAE as in Liang et al.: ``I -> 200 -> I`` (one tanh layer, no variational layer,
+        their ``p_dims = [200, n_items]``), L2 of 0.01 / batch size."""
         batch_size = overrides.get("batch_size", cls.batch_size)
-        return cls(**{"variational": False, "l2": 0.01 / batch_size, **overrides})
+        return cls(**{"variational": False, "hidden_dims": (), "latent_dim": 200,
+                      "l2": 0.01 / batch_size, **overrides})
 
 
 def multinomial_nll(logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,9 @@ Stages (`RaCTTrainer`), each writing a checkpoint:
    batches, frozen at its end;
 3. actor-critic: the actor maximises the critic's output (no KL), while the critic keeps
    training on its MSE in the same step (best epoch on the validation ``metric``; the stage-2
-   weights are kept when no epoch beats them).
+   weights are kept when no epoch beats them; ``finetune_keep="last"`` keeps the last epoch
+   instead). `ActorCriticMonitor` records, epoch by epoch, the critic's predicted NDCG beside the
+   true NDCG of the actor's ranking: is the actor gaming the critic?
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ from .multvae import (MultVAE, MultVAEConfig, UserRows, binary_rows, multinomial
 
 FEATURES = ("items in input", "held-out items", "actor NLL")
 NLL_ITEMS = ("all", "held-out")  # the items the NLL feature sums over
+FINETUNE_KEEP = ("best", "last")  # which stage-3 epoch is kept
 
 
 # ---------------------------------------------------------------------- critic
@@ -142,14 +145,16 @@ class ActorCriticTraining(nn.Module):
     def __init__(self, actor: MultVAE, critic: Critic):
         super().__init__()
         self.actor, self.critic = actor, critic
+        self.batch_means: list[tuple[float, float]] = []  # (predicted, true) NDCG per batch
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         features, target = critic_inputs(self.actor, x, self.actor.draw_keep_mask(x),
                                          self.critic.config.k, self.critic.config.nll_items)
         constant = {name: t.detach() for name, t in
                     (*self.critic.named_parameters(), *self.critic.named_buffers())}
-        actor_objective = -functional_call(self.critic, constant, (features,)).mean()
-        return actor_objective + critic_loss(self.critic, features, target)
+        predicted = functional_call(self.critic, constant, (features,))
+        self.batch_means.append((float(predicted.detach().mean()), float(target.mean())))
+        return -predicted.mean() + critic_loss(self.critic, features, target)
 
     def score(self, batch):
         return self.actor.score(batch)
@@ -204,23 +209,36 @@ class CriticValidation:
         return self.measure(model.actor, model.critic)
 
 
-class ActorChange:
-    """Validation for stage 3 that also records, at every evaluation, how far the actor has moved
-    since the stage began: ``||theta - theta_0|| / ||theta_0||`` over all its parameters (a
-    per-seed check that stage 3 trained at all)."""
+class ActorCriticMonitor:
+    """Stage 3's per-epoch diagnostics, a `fit` callback: how far the actor has moved since the
+    stage began (``||theta - theta_0|| / ||theta_0||`` over all its parameters) and *is the actor
+    gaming the critic?* The critic's predicted NDCG@k beside the true NDCG@k of the actor's
+    ranking, on the critic's validation users (their means, R^2, Pearson) and on the epoch's
+    training batches (the means the actor was pushed on). An actor that games the critic raises
+    the prediction while the true NDCG stays or falls; a critic that keeps up tracks it."""
 
-    def __init__(self, valid, actor: MultVAE):
-        self.valid, self.actor, self.protocol = valid, actor, valid.protocol
-        self.start = [p.detach().clone() for p in actor.parameters()]
-        self.changes: list[float] = []
+    def __init__(self, training: ActorCriticTraining, critic_valid: CriticValidation):
+        self.training, self.critic_valid = training, critic_valid
+        self.start = [p.detach().clone() for p in training.actor.parameters()]
 
     @torch.no_grad()
-    def evaluate(self, model) -> EvalResult:
-        moved = sum(float((p - p0).pow(2).sum()) for p, p0 in zip(self.actor.parameters(),
+    def __call__(self, epoch: int = 0, model=None) -> dict:
+        actor, k = self.training.actor, self.training.critic.config.k
+        moved = sum(float((p - p0).pow(2).sum()) for p, p0 in zip(actor.parameters(),
                                                                   self.start))
         size = sum(float(p0.pow(2).sum()) for p0 in self.start)
-        self.changes.append((moved / size) ** 0.5)
-        return self.valid.evaluate(model)
+        measured = self.critic_valid.measure(actor, self.training.critic)
+        row = {"actor change": (moved / size) ** 0.5,
+               f"valid predicted NDCG@{k}": float(measured.per_user["predicted NDCG"].mean()),
+               f"valid true NDCG@{k}": float(measured.per_user[f"NDCG@{k}"].mean()),
+               "valid critic R2": measured.metrics["critic R2"],
+               "valid critic Pearson": measured.metrics["critic Pearson"]}
+        if self.training.batch_means:  # none before the first epoch
+            predicted, true = zip(*self.training.batch_means)
+            row[f"train predicted NDCG@{k}"] = sum(predicted) / len(predicted)
+            row[f"train true NDCG@{k}"] = sum(true) / len(true)
+            self.training.batch_means.clear()
+        return row
 
 
 # ---------------------------------------------------------------------- the pipeline
@@ -235,6 +253,8 @@ class RaCTConfig:
     critic_min_delta: float = 0.002  # a rise in validation R^2 below this is no improvement
     finetune_epochs: int = 50   # stage 3
     finetune_lr: float = 2e-6   # the actor's learning rate in stage 3 (the critic keeps its own)
+    finetune_keep: str = "best"  # stage 3 keeps its best validation epoch (or the pre-trained
+                                 # actor if none beats it), or its "last" epoch
     patience: int = 10          # evaluations without improvement before a stage stops
 
     def __post_init__(self):
@@ -242,6 +262,9 @@ class RaCTConfig:
             self.actor = MultVAEConfig(**self.actor)
         if isinstance(self.critic, dict):
             self.critic = CriticConfig(**self.critic)
+        if self.finetune_keep not in FINETUNE_KEEP:
+            raise ValueError(f"finetune_keep must be one of {FINETUNE_KEEP}; got "
+                             f"{self.finetune_keep!r}")
         if self.critic_min_epochs < 1 or self.critic_epochs < 1:
             raise ValueError(f"critic_min_epochs and critic_epochs must be >= 1; got "
                              f"{self.critic_min_epochs} and {self.critic_epochs}")
@@ -252,7 +275,7 @@ STAGES = {1: "actor pre-training (ELBO)", 2: "critic pre-training", 3: "actor-cr
 # 1..k, so e.g. trying another fine-tuning rate reruns stage 3 only.
 STAGE_SETTINGS = {1: ("actor", "actor_epochs", "patience"),
                   2: ("critic", "critic_epochs", "critic_min_epochs", "critic_min_delta"),
-                  3: ("finetune_epochs", "finetune_lr")}
+                  3: ("finetune_epochs", "finetune_lr", "finetune_keep")}
 
 
 class RaCTTrainer:
@@ -339,15 +362,14 @@ class RaCTTrainer:
         model = ActorCriticTraining(self.actor, self.critic)
         start_value = self.valid.evaluate(self.actor).metrics[self.metric]
         start_state = copy.deepcopy(model.state_dict())
-        valid = ActorChange(self.valid, self.actor)
-        result = fit(model, optimizer, batches, valid, self.metric,
+        monitor = ActorCriticMonitor(model, self.critic_valid)
+        start_row = {"epoch": 0, f"valid {self.metric}": start_value, **monitor()}
+        keep_best = self.config.finetune_keep == "best"
+        result = fit(model, optimizer, batches, self.valid, self.metric,
                      self.config.finetune_epochs, self.config.patience, progress=self.progress,
-                     desc=desc)
-        for row, change in zip(result.history, valid.changes):  # one evaluation per epoch
-            row["actor change"] = change
-        result.history.insert(0, {"epoch": 0, f"valid {self.metric}": start_value,
-                                  "actor change": 0.0})
-        if result.best_value <= start_value:  # no epoch beat the pre-trained actor: keep it
+                     desc=desc, callback=monitor, keep_best=keep_best)
+        result.history.insert(0, start_row)
+        if keep_best and result.best_value <= start_value:  # none beat the pre-trained actor
             model.load_state_dict(start_state)
             result.best_epoch, result.best_value = 0, start_value
         return result
