@@ -4,7 +4,10 @@ Models, all scored on the same new (cold-start) users with the same seeded negat
 popularity, SASRec trained on the warm users and applied to the K initial items, MetaTL without
 its inner step (ablation) and MetaTL. Model selection on the validation new users (sampled-100
 MRR, early stopping); test results under 100 sampled negatives (the paper's protocol) and full
-catalogue ranking; MetaTL is also trained and tested for every K of ``k_values``.
+catalogue ranking; MetaTL is also trained and tested for every K of ``k_values``. Every trained
+model's row records the epoch it was selected at, its epoch cap and patience (a model stopped by
+its cap is a failed run, `stopped_by_cap`). `run_mechanism` trains MetaTL and its ablation on
+synthetic users who walk by personal translations, where the inner step should help.
 
     python -m coldrec_lib run metatl --dataset ml-100k --preset full
 """
@@ -174,6 +177,7 @@ MECHANISM = {"data": {"n_users": 2000, "n_items": 600}, "k": 3,
 
 @dataclass
 class MechanismRun:
+    data: Interactions                          # item positions and user translations inside
     split: ColdStartSplit
     models: dict[str, MetaTL]                  # MetaTL, the ablation and MetaTL with beta = 0
     histories: dict[str, FitResult]
@@ -199,7 +203,7 @@ def run_mechanism(seed: int = 0, settings: dict = MECHANISM, device=None) -> Mec
             settings["max_epochs"], settings["patience"], device, desc=name)
     models[NO_TEST_STEP] = without_test_step(models["MetaTL"])
     results = evaluate_models(models, make_evaluators(split, k, "test", device))
-    return MechanismRun(split, models, histories, results)
+    return MechanismRun(data, split, models, histories, results)
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
