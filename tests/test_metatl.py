@@ -258,6 +258,7 @@ def test_command_line_run_writes_every_model_and_k(tmp_path, capsys):
     for protocol in ("full", "sampled-100"):
         assert at_k3["MetaTL", protocol] > at_k3["Popularity", protocol]
     metatl = next(r for r in rows if r["K"] == 3 and r["model"] == "MetaTL")
-    assert 1 <= metatl["best epoch"] <= 15 and metatl["step norm"] > 0  # the step moved users
+    assert 1 <= metatl["best epoch"] <= 15 and (metatl["max epochs"], metatl["patience"]) == (15, 5)
+    assert 0 < metatl["moved share"] <= 1 and metatl["step norm"] > 0  # the step moved users
     assert metatl["MRR diff vs ablation"] == pytest.approx(
         at_k3["MetaTL", "full"] - at_k3["MetaTL w/o inner step", "full"], abs=1e-6)

@@ -4,18 +4,23 @@ Models, all scored on the same new (cold-start) users with the same seeded negat
 popularity, SASRec trained on the warm users and applied to the K initial items, MetaTL without
 its inner step (ablation) and MetaTL. Model selection on the validation new users (sampled-100
 MRR, early stopping); test results under 100 sampled negatives (the paper's protocol) and full
-catalogue ranking; MetaTL is also trained and tested for every K of ``k_values``.
+catalogue ranking; MetaTL is also trained and tested for every K of ``k_values``. Every trained
+model's row records the epoch it was selected at, its epoch cap and patience (a model stopped by
+its cap is a failed run, `stopped_by_cap`). `run_mechanism` trains MetaTL and its ablation on
+synthetic users who walk by personal translations, where the inner step should help.
 
     python -m coldrec_lib run metatl --dataset ml-100k --preset full
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+import pandas as pd
 import torch
 
-from ..data import (ColdStartSplit, Interactions, TaskSampler, cold_start_by_part,
+from ..data import (ColdStartSplit, EvalSet, Interactions, TaskSampler, cold_start_by_part,
                     cold_start_by_time)
+from ..data.mechanisms.metatl import make_translation_synthetic
 from ..evaluation import (EvalResult, Evaluator, FullRanking, ResultsTable, SampledRanking,
                           evaluate_models)
 from ..models.metatl import MetaTL, MetaTLConfig, task_batches
@@ -37,7 +42,7 @@ PRESETS = {
     "full": {
         "synthetic": {"n_users": 3000, "n_items": 1500},
         "new_user_fraction": 0.3, "valid_fraction": 0.3, "k": 3, "k_values": (2, 3, 4, 5),
-        "metatl": MetaTLConfig(batch_size=1024), "batches_per_epoch": 25, "max_epochs": 40,
+        "metatl": MetaTLConfig(batch_size=1024), "batches_per_epoch": 25, "max_epochs": 100,
         "patience": 6,
         "sasrec": SASRecConfig(max_len=50, dim=64, n_layers=2, n_heads=2), "sasrec_epochs": 60,
     },
@@ -120,17 +125,27 @@ def train_sasrec(split: ColdStartSplit, k: int, config: SASRecConfig, generator:
     return model, history
 
 
-def inner_step_sizes(model: MetaTL, eval_set, device=None) -> dict[str, float]:
-    """How far the inner step moves a user (`01_metatl`, section 6): mean L2 norms, over the users
-    of ``eval_set`` (their history is the support), of the item embeddings, of the transition
-    vector ``r`` and of the step ``r' - r``."""
+def inner_steps(model: MetaTL, eval_set: EvalSet, device=None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per user of ``eval_set`` (their history is the support): the transition vector ``r`` and
+    the inner step ``r' - r``, ``[N, d]`` each, with the evaluation's seeded negatives."""
     history = eval_set.batch(torch.arange(len(eval_set))).history.to(device or "cpu")
     model.eval()
     with torch.no_grad():
         relation, adapted = model.relations(history, model.eval_support_negatives(history))
-    return {"item norm": model.items.weight[1:].norm(dim=1).mean().item(),
-            "r norm": relation.norm(dim=1).mean().item(),
-            "step norm": (adapted - relation).norm(dim=1).mean().item()}
+    return relation, adapted - relation
+
+
+def inner_step_sizes(model: MetaTL, eval_set: EvalSet, device=None) -> dict[str, float]:
+    """How far the inner step moves a user (`01_metatl`, section 6): mean L2 norms, over the users
+    of ``eval_set``, of the item embeddings, of the transition vector ``r`` and of the step
+    ``r' - r``, and the share of users the step moves at all (the hinge of eq. 4 gives a user whose
+    support margins all hold no step)."""
+    relation, step = inner_steps(model, eval_set, device)
+    item_norm = model.items.weight[1:].norm(dim=1).mean().item()
+    return {"item norm": item_norm, "r norm": relation.norm(dim=1).mean().item(),
+            "step norm": step.norm(dim=1).mean().item(),
+            "moved share": (step.norm(dim=1) > 1e-6 * item_norm).float().mean().item()}
 
 
 def without_test_step(model: MetaTL) -> MetaTL:
@@ -140,9 +155,57 @@ def without_test_step(model: MetaTL) -> MetaTL:
     return probe.to(model.items.weight.device)
 
 
-def selection(history: FitResult) -> dict[str, float]:
-    """The epoch `fit` kept and its validation value, as extra columns of a results row."""
-    return {"best epoch": history.best_epoch, f"valid {SELECTION[1]}": history.best_value}
+def selection(history: FitResult, max_epochs: int, patience: int) -> dict[str, float]:
+    """The epoch `fit` kept, its validation value and the epoch cap and patience it ran under, as
+    extra columns of a results row. ``best epoch + patience > max epochs`` means the model was
+    stopped by its cap while still improving: a failed run."""
+    return {"best epoch": history.best_epoch, f"valid {SELECTION[1]}": history.best_value,
+            "max epochs": max_epochs, "patience": patience}
+
+
+def stopped_by_cap(rows: pd.DataFrame) -> pd.Series:
+    """Rows (a frame with ``best epoch``, ``patience``, ``max epochs``) of models stopped by their
+    epoch cap instead of by patience."""
+    return rows["best epoch"] + rows["patience"] > rows["max epochs"]
+
+
+# Where the inner step should help (`01_metatl`, section "Where the mechanism must help"): users
+# who walk through item space by personal translations (`make_translation_synthetic`); a small
+# MetaTL (no dropout, so the setting converges in a minute on one CPU thread).
+MECHANISM = {"data": {"n_users": 2000, "n_items": 600}, "k": 3,
+             "metatl": MetaTLConfig(dim=32, hidden=(64, 32), dropout=0.0, batch_size=256, lr=3e-3),
+             "batches_per_epoch": 20, "max_epochs": 100, "patience": 8}
+
+
+@dataclass
+class MechanismRun:
+    data: Interactions                          # item positions and user translations inside
+    split: ColdStartSplit
+    models: dict[str, MetaTL]                  # MetaTL, the ablation and MetaTL with beta = 0
+    histories: dict[str, FitResult]
+    results: dict[tuple[str, str], EvalResult]  # (model, protocol) on the test new users
+
+    def margin(self, protocol: str = "full") -> tuple[float, float]:
+        """MetaTL's mean per-user MRR minus its ablation's, and two standard errors."""
+        return paired_difference(self.results["MetaTL", protocol],
+                                 self.results[ABLATION, protocol])
+
+
+def run_mechanism(seed: int = 0, settings: dict = MECHANISM, device=None) -> MechanismRun:
+    """Train MetaTL and its ablation (no inner step) on the personal-translation setting and score
+    them, and MetaTL with beta = 0 at test, on the same test new users."""
+    device = device or default_device()
+    data = make_translation_synthetic(seed=seed, **settings["data"])
+    split = make_split(data, seed=seed)
+    k, models, histories = settings["k"], {}, {}
+    for name, inner_step in (("MetaTL", True), (ABLATION, False)):
+        models[name], histories[name] = train_metatl(
+            split, k, replace(settings["metatl"], inner_step=inner_step),
+            seed_everything(100 * seed + inner_step), settings["batches_per_epoch"],
+            settings["max_epochs"], settings["patience"], device, desc=name)
+    models[NO_TEST_STEP] = without_test_step(models["MetaTL"])
+    results = evaluate_models(models, make_evaluators(split, k, "test", device))
+    return MechanismRun(data, split, models, histories, results)
 
 
 def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> dict:
@@ -181,11 +244,11 @@ def _run(dataset, config, preset, seed, data_path, progress, device,
                                             seed_everything(100 * seed),
                                             config["sasrec_epochs"], config["patience"], device,
                                             progress, checkpoints)
-    extra["SASRec"] = selection(fitted)
+    extra["SASRec"] = selection(fitted, config["sasrec_epochs"], config["patience"])
     models[ABLATION], fitted = train_metatl(
         split, k, replace(config["metatl"], inner_step=False), seed_everything(100 * seed + 1),
         desc="ablation", **train)
-    extra[ABLATION] = selection(fitted)
+    extra[ABLATION] = selection(fitted, config["max_epochs"], config["patience"])
 
     table = ResultsTable(f"MetaTL: new users seen through their first K={k} items ({split!r})",
                          data.name, preset)
@@ -195,11 +258,13 @@ def _run(dataset, config, preset, seed, data_path, progress, device,
                                       seed_everything(100 * seed + 1 + k_value),
                                       desc=f"MetaTL K={k_value}", **train)
         if k_value == k:
-            models["MetaTL"], extra["MetaTL"] = metatl, selection(fitted)
+            models["MetaTL"] = metatl
+            extra["MetaTL"] = selection(fitted, config["max_epochs"], config["patience"])
         else:
             evaluate_models({"Popularity": models["Popularity"], "MetaTL": metatl},
                             make_evaluators(split, k_value, "test", device), table,
-                            {"MetaTL": selection(fitted)}, progress=progress, K=k_value)
+                            {"MetaTL": selection(fitted, config["max_epochs"], config["patience"])},
+                            progress=progress, K=k_value)
     models[NO_TEST_STEP] = without_test_step(models["MetaTL"])
     extra["MetaTL"].update(inner_step_sizes(models["MetaTL"], tests["full"].eval_set, device))
     results = evaluate_models(models, tests, progress=progress)
