@@ -9,16 +9,23 @@ item). Test metrics: set-based NDCG / Recall / MAP@10 over the 10 held-out items
 the per-position curves (columns ``hit p<j>`` and ``NDCG p<=<j>``).
 
 Every row is one (model, strategy); ``sweep`` says which plot it belongs to: ``main`` (the
-strategy table), ``temperature`` or ``sequences``.
+strategy table), ``temperature`` or ``sequences``. A trained model's row records its best epoch,
+the epochs it ran and its cap. Baselines: SASRec+, BERT4Rec and BPR-MF (trained), popularity and
+the most frequent successor of the last item (counted).
+
+`run_chains` is the setting where generation must beat one-pass top-K (item chains,
+`data.mechanisms.generation`; section "Where the mechanism must help").
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
 from ..data import Interactions, Sequences, filter_min_counts, last_n_horizon
 from ..data.mechanisms.generation import make_chains
 from ..data.splits import EvalSet, Split
-from ..evaluation import Evaluator, FullRanking, ResultsTable
+from ..evaluation import Evaluator, FullRanking, ResultsTable, eval_mode, full_scores
 from ..generation import (BeamSearch, Greedy, RankedLists, Sampling, TopK, generate_lists,
                           seen_items)
 from ..metrics import horizon_curves
@@ -265,14 +272,45 @@ def chain_strategies(settings: dict) -> list:
             Sampling(settings["temperature"], settings["top_k"], settings["n_sequences"])]
 
 
-def run_chains(settings: dict = CHAINS, seed: int = 0, device=None) -> tuple[list[dict], FitResult]:
-    """GPT-2 trained on the item chains (same horizon split, selection and rows as `run`): one
-    row per strategy of `chain_strategies`, and GPT-2's fit."""
+class ChainRun(NamedTuple):
+    rows: list[dict]    # one per strategy of `chain_strategies`
+    model: GPT2Rec
+    fit: FitResult
+    data: Interactions
+    test: Evaluator
+
+
+def run_chains(settings: dict = CHAINS, seed: int = 0, device=None) -> ChainRun:
+    """GPT-2 trained on the item chains and decoded with `chain_strategies` (the horizon split,
+    selection and rows of `run`)."""
     data = make_chains(seed=seed, **settings["chains"])
     split = last_n_horizon(data, n=HORIZON, valid_fraction=0.5, seed=seed)
     valid = Evaluator(first_targets(split.valid, 1), PROTOCOL, split.n_items, device=device)
     test = Evaluator(first_targets(split.test, HORIZON), PROTOCOL, split.n_items, device=device)
     model, result = train("GPT-2", split, settings, valid, seed_everything(seed), device)
     to_run = [("main", "GPT-2", strategy) for strategy in chain_strategies(settings)]
-    return strategy_rows({"GPT-2": model}, {"GPT-2": result}, to_run, test, seed,
-                         max_epochs=settings["max_epochs"]), result
+    rows = strategy_rows({"GPT-2": model}, {"GPT-2": result}, to_run, test, seed,
+                         max_epochs=settings["max_epochs"])
+    return ChainRun(rows, model, result, data, test)
+
+
+@torch.no_grad()
+def chain_ranks(run: ChainRun, steps: int = HORIZON) -> torch.Tensor:
+    """``[N, steps]``: where the one-pass scores (`TopK`'s) of each test user rank the j-th main
+    successor of their last history item among the unseen items (1 = first; inf when the user
+    has seen it)."""
+    features, data = run.data.item_features, run.data
+    main = torch.zeros(data.n_items + 1, dtype=torch.long)
+    main[data.to_internal_items(features.index)] = torch.as_tensor(
+        data.to_internal_items(features["main"]))
+    batch = run.test.eval_set.batch(torch.arange(len(run.test.eval_set)))
+    device = next(run.model.parameters()).device
+    with eval_mode(run.model):
+        scores = full_scores(run.model, batch.to(device), data.n_items).cpu()
+    item, ranks = batch.history[:, -1], []
+    for _ in range(steps):
+        item = main[item]
+        score = scores.gather(1, item.unsqueeze(1))
+        ranks.append(torch.where(score.squeeze(1) > float("-inf"),
+                                 (scores > score).sum(1).float() + 1, float("inf")))
+    return torch.stack(ranks, 1)
