@@ -223,7 +223,7 @@ def test_smoke_experiment():
 
 
 def test_full_preset_trains_with_the_sequential_experiments_converged_recipe():
-    recipe = sequential.PRESETS["full"]
+    recipe = sequential.settings_for("ml-100k", "full")
     for dataset in ("ml-100k", "ml-1m"):
         settings = experiment.settings_for(dataset, "full")
         assert settings["patience"] == recipe["patience"]

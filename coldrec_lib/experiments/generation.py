@@ -62,7 +62,7 @@ _STRATEGIES = dict(beams=5, temperature=0.6, top_k=20, n_sequences=30,
 # the transformers while they still improve. ~16-19 CPU minutes per ML-100K seed (one thread):
 # GPT-2 6.7 s an epoch (best epoch 19 of 39, seed 0), SASRec+ 6.1 s, BERT4Rec 5.1 s (58-75 best
 # epochs in notebook 06), the strategies 37 s.
-_CONVERGED = sequential.PRESETS["full"]
+_CONVERGED = sequential.settings_for("ml-100k", "full")
 _RECIPE = {key: _CONVERGED["backbone"][key] for key in ("batch_size", "lr")}
 _REAL = dict(min_item=5, min_user=20, max_epochs=_CONVERGED["max_epochs"],
              patience=_CONVERGED["patience"], **_STRATEGIES)
