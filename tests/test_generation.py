@@ -10,7 +10,7 @@ import torch
 from coldrec_lib.data import filter_min_counts, last_n_horizon
 from coldrec_lib.data.splits import EvalBatch
 from coldrec_lib.evaluation import Evaluator, FullRanking
-from coldrec_lib.experiments import generation as experiment
+from coldrec_lib.experiments import generation as experiment, sequential
 from coldrec_lib.generation import (BeamSearch, Greedy, RankedLists, Sampling, TopK,
                                     generate_lists, hf_generate, seen_items)
 from coldrec_lib.metrics import horizon_curves, ranking_metrics
@@ -215,3 +215,20 @@ def test_smoke_experiment():
     assert gpt2["NDCG@10"] > rows["Popularity", "top-K"]["NDCG@10"]
     assert gpt2["NDCG p<=10"] == pytest.approx(gpt2["NDCG@10"], abs=1e-6)
     assert {r["sweep"] for r in table.rows} == {"main", "temperature", "sequences"}
+    assert ("Successor", "top-K") in rows
+    max_epochs = experiment.settings_for("synthetic", "smoke")["max_epochs"]
+    for name in experiment.MODELS:
+        row = rows[name, "top-K" if name != "GPT-2" else "greedy"]
+        assert 1 <= row["best epoch"] <= row["epochs"] <= row["max epochs"] == max_epochs
+
+
+def test_full_preset_trains_with_the_sequential_experiments_converged_recipe():
+    recipe = sequential.settings_for("ml-100k", "full")
+    for dataset in ("ml-100k", "ml-1m"):
+        settings = experiment.settings_for(dataset, "full")
+        assert settings["patience"] == recipe["patience"]
+        assert settings["max_epochs"] == recipe["max_epochs"]
+        for model in ("gpt2", "bert4rec"):
+            assert settings[model]["lr"] == recipe["backbone"]["lr"]
+            assert settings[model]["batch_size"] == recipe["backbone"]["batch_size"]
+        assert settings["sasrec"]["batch_size"] == recipe["models"]["SASRec"]["batch_size"]

@@ -6,7 +6,7 @@ def test_smoke_run_has_every_model_under_both_protocols():
     experiment = get_experiment("sequential")
     table = experiment.run("synthetic", "smoke", seed=0)
     frame = table.to_frame()
-    models = ["Popularity", "BPR-MF", *experiment.BACKBONES]
+    models = ["Popularity", "Successor", "BPR-MF", *experiment.BACKBONES]
     assert sorted(map(tuple, frame[["model", "protocol"]].to_numpy())) == sorted(
         (m, p) for m in models for p in experiment.PROTOCOLS)
     assert set(table.protocols) == set(experiment.PROTOCOLS)

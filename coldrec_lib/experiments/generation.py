@@ -9,15 +9,23 @@ item). Test metrics: set-based NDCG / Recall / MAP@10 over the 10 held-out items
 the per-position curves (columns ``hit p<j>`` and ``NDCG p<=<j>``).
 
 Every row is one (model, strategy); ``sweep`` says which plot it belongs to: ``main`` (the
-strategy table), ``temperature`` or ``sequences``.
+strategy table), ``temperature`` or ``sequences``. A trained model's row records its best epoch,
+the epochs it ran and its cap. Baselines: SASRec+, BERT4Rec and BPR-MF (trained), popularity and
+the most frequent successor of the last item (counted).
+
+`run_chains` is the setting where generation must beat one-pass top-K (item chains,
+`data.mechanisms.generation`; section "Where the mechanism must help").
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
 from ..data import Interactions, Sequences, filter_min_counts, last_n_horizon
+from ..data.mechanisms.generation import make_chains
 from ..data.splits import EvalSet, Split
-from ..evaluation import Evaluator, FullRanking, ResultsTable
+from ..evaluation import Evaluator, FullRanking, ResultsTable, eval_mode, full_scores
 from ..generation import (BeamSearch, Greedy, RankedLists, Sampling, TopK, generate_lists,
                           seen_items)
 from ..metrics import horizon_curves
@@ -27,9 +35,10 @@ from ..models.popularity import Popularity
 from ..models.bert4rec import BERT4Rec, BERT4RecConfig
 from ..models.sasrec import SASRec, SASRecConfig
 from ..models.sequential import next_item_batches
+from ..models.successor import MostFrequentSuccessor
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
                         seed_everything)
-from . import apply_overrides, for_dataset, get_data, preset_settings
+from . import apply_overrides, for_dataset, get_data, preset_settings, sequential
 
 HORIZON = 10
 PROTOCOL = FullRanking(ks=(HORIZON,))
@@ -48,8 +57,23 @@ AUTHORS_ML100K = {"top-K": (0.155, 0.143), "greedy": (0.137, 0.122),
 
 _STRATEGIES = dict(beams=5, temperature=0.6, top_k=20, n_sequences=30,
                    temperatures=(0.3, 0.6, 1.0, 1.5), sequences=(1, 10, 30, 60))
-# patience 5 (the paper: 10) keeps one ML-100K seed within minutes on one CPU core
-_REAL = dict(min_item=5, min_user=20, max_epochs=100, patience=5, **_STRATEGIES)
+# Trained to convergence with the sequential experiment's recipe (notebook 06): its patience and
+# epoch cap, and its backbones' batch size and learning rate (GPT-2's too); a patience of 5 stops
+# the transformers while they still improve. ~16-19 CPU minutes per ML-100K seed (one thread):
+# GPT-2 6.7 s an epoch (best epoch 19 of 39, seed 0), SASRec+ 6.1 s, BERT4Rec 5.1 s (58-75 best
+# epochs in notebook 06), the strategies 37 s.
+_CONVERGED = sequential.settings_for("ml-100k", "full")
+_RECIPE = {key: _CONVERGED["backbone"][key] for key in ("batch_size", "lr")}
+_REAL = dict(min_item=5, min_user=20, max_epochs=_CONVERGED["max_epochs"],
+             patience=_CONVERGED["patience"], **_STRATEGIES)
+
+
+def converged(backbone: str, **changes) -> dict:
+    """The sequential full preset's settings of ``backbone`` (its shared and per-model ones),
+    with ``changes``."""
+    return {**_CONVERGED["backbone"], **_CONVERGED["models"].get(backbone, {}), **changes}
+
+
 # the paper's BERT4Rec baseline: hidden 64, 2 layers, 2 heads, mask probability 0.2
 _BERT4REC = dict(max_len=50, dim=64, n_layers=2, n_heads=2, mask_prob=0.2)
 PRESETS = {
@@ -61,10 +85,11 @@ PRESETS = {
                         bpr=dict(dim=32, lr=1e-2), beams=3, temperature=0.6, top_k=20,
                         n_sequences=10, temperatures=(0.3, 1.0), sequences=(1, 5, 10))},
     "full": {
-        "ml-100k": dict(gpt2=dict(), sasrec=dict(max_len=50, n_heads=1), bert4rec=_BERT4REC,
-                        bpr=dict(), **_REAL),
-        "ml-1m": dict(gpt2=dict(), sasrec=dict(max_len=128),
-                      bert4rec=dict(_BERT4REC, max_len=128), bpr=dict(), **_REAL),
+        "ml-100k": dict(gpt2=dict(_RECIPE), sasrec=converged("SASRec"),
+                        bert4rec=converged("BERT4Rec", **_BERT4REC), bpr=dict(), **_REAL),
+        "ml-1m": dict(gpt2=dict(_RECIPE), sasrec=converged("SASRec", max_len=128),
+                      bert4rec=converged("BERT4Rec", **dict(_BERT4REC, max_len=128)), bpr=dict(),
+                      **_REAL),
         "ml-20m": dict(gpt2=dict(dim=256, batch_size=256), sasrec=dict(max_len=128, dim=256),
                        bert4rec=dict(_BERT4REC, max_len=128),
                        bpr=dict(dim=256, batch_size=8192), **_REAL),
@@ -108,6 +133,13 @@ def first_targets(eval_set: EvalSet, n: int) -> EvalSet:
 
 # ---------------------------------------------------------------------- training
 MODELS = ("GPT-2", "SASRec+", "BERT4Rec", "BPR-MF")
+COUNTED = ("Popularity", "Successor")  # counted on the training sequences, not trained
+
+
+def counted_models(split: Split, device=None) -> dict:
+    """The baselines that count: popularity and the most frequent successor of the last item."""
+    return {"Popularity": Popularity(split.train, split.n_items).to(device),
+            "Successor": MostFrequentSuccessor(split.train, split.n_items).to(device)}
 
 
 def train(name: str, split: Split, settings: dict, valid: Evaluator, generator: torch.Generator,
@@ -149,7 +181,7 @@ def train(name: str, split: Split, settings: dict, valid: Evaluator, generator: 
 # ---------------------------------------------------------------------- strategies
 def runs(settings: dict) -> list[tuple[str, str, object]]:
     """(sweep, model name, strategy): the baselines' top-K, then GPT-2 with every strategy."""
-    baselines = [("main", name, TopK()) for name in MODELS[1:] + ("Popularity",)]
+    baselines = [("main", name, TopK()) for name in MODELS[1:] + COUNTED]
     return baselines + [(sweep, "GPT-2", strategy) for sweep, strategy in strategies(settings)]
 
 
@@ -198,18 +230,20 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
                          f", seed {seed})", data.name, preset)
     table.protocols["set"] = (f"{test.describe()}; the {HORIZON} held-out items as a set, "
                               f"{len(test.eval_set)} test users")
-    models = {name: model for name, (model, _) in trained.items()}
-    models["Popularity"] = Popularity(split.train, split.n_items).to(device)
+    models = {name: model for name, (model, _) in trained.items()} | counted_models(split, device)
     fits = {name: result for name, (_, result) in trained.items()}
-    table.rows += strategy_rows(models, fits, runs(settings), test, seed, progress)
+    table.rows += strategy_rows(models, fits, runs(settings), test, seed, progress,
+                                settings["max_epochs"])
     return table
 
 
 def strategy_rows(models: dict, fits: dict[str, FitResult], to_run, test: Evaluator,
-                  seed: int = 0, progress: bool = False) -> list[dict]:
+                  seed: int = 0, progress: bool = False,
+                  max_epochs: int | None = None) -> list[dict]:
     """One row per ``(sweep, model name, strategy)`` of ``to_run`` (`runs`): the lists of
     ``models[name]`` on the test users, scored by `evaluate_lists`, with the model's selection
-    (best epoch, validation next-item NDCG@10) when it was trained (``fits``)."""
+    (best epoch, validation next-item NDCG@10), the epochs it trained and its cap
+    (``max_epochs``) when it was trained (``fits``)."""
     rows = []
     for sweep, name, strategy in to_run:
         lists = generate_lists(models[name], strategy, test.eval_set, HORIZON, seed=seed,
@@ -219,7 +253,66 @@ def strategy_rows(models: dict, fits: dict[str, FitResult], to_run, test: Evalua
                "T": getattr(strategy, "temperature", float("nan")),
                "sequences": getattr(strategy, "n_sequences", float("nan")),
                "best epoch": selection.best_epoch if selection else float("nan"),
+               "epochs": len(selection.history) if selection else float("nan"),
+               "max epochs": max_epochs if selection and max_epochs else float("nan"),
                "valid next NDCG@10": selection.best_value if selection else float("nan")}
         row.update(evaluate_lists(lists, test.eval_set, test))
         rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------------- mechanism
+# Item chains (`data.mechanisms.generation`): GPT-2 reads whole sequences (context >= max_len)
+CHAINS = dict(chains=dict(n_users=1000, n_items=200, min_len=30, max_len=40, follow=0.85),
+              gpt2=dict(context=48, dim=32, n_layers=1, batch_size=32, lr=5e-3),
+              max_epochs=40, patience=5, beams=5, temperature=0.6, top_k=20, n_sequences=30)
+
+
+def chain_strategies(settings: dict) -> list:
+    """One-pass top-K, then the strategies that feed their items back."""
+    return [TopK(), Greedy(), BeamSearch(settings["beams"]),
+            Sampling(settings["temperature"], settings["top_k"], settings["n_sequences"])]
+
+
+class ChainRun(NamedTuple):
+    rows: list[dict]    # one per strategy of `chain_strategies`
+    model: GPT2Rec
+    fit: FitResult
+    data: Interactions
+    test: Evaluator
+
+
+def run_chains(settings: dict = CHAINS, seed: int = 0, device=None) -> ChainRun:
+    """GPT-2 trained on the item chains and decoded with `chain_strategies` (the horizon split,
+    selection and rows of `run`)."""
+    data = make_chains(seed=seed, **settings["chains"])
+    split = last_n_horizon(data, n=HORIZON, valid_fraction=0.5, seed=seed)
+    valid = Evaluator(first_targets(split.valid, 1), PROTOCOL, split.n_items, device=device)
+    test = Evaluator(first_targets(split.test, HORIZON), PROTOCOL, split.n_items, device=device)
+    model, result = train("GPT-2", split, settings, valid, seed_everything(seed), device)
+    to_run = [("main", "GPT-2", strategy) for strategy in chain_strategies(settings)]
+    rows = strategy_rows({"GPT-2": model}, {"GPT-2": result}, to_run, test, seed,
+                         max_epochs=settings["max_epochs"])
+    return ChainRun(rows, model, result, data, test)
+
+
+@torch.no_grad()
+def chain_ranks(run: ChainRun, steps: int = HORIZON) -> torch.Tensor:
+    """``[N, steps]``: where the one-pass scores (`TopK`'s) of each test user rank the j-th main
+    successor of their last history item among the unseen items (1 = first; inf when the user
+    has seen it)."""
+    features, data = run.data.item_features, run.data
+    main = torch.zeros(data.n_items + 1, dtype=torch.long)
+    main[data.to_internal_items(features.index)] = torch.as_tensor(
+        data.to_internal_items(features["main"]))
+    batch = run.test.eval_set.batch(torch.arange(len(run.test.eval_set)))
+    device = next(run.model.parameters()).device
+    with eval_mode(run.model):
+        scores = full_scores(run.model, batch.to(device), data.n_items).cpu()
+    item, ranks = batch.history[:, -1], []
+    for _ in range(steps):
+        item = main[item]
+        score = scores.gather(1, item.unsqueeze(1))
+        ranks.append(torch.where(score.squeeze(1) > float("-inf"),
+                                 (scores > score).sum(1).float() + 1, float("inf")))
+    return torch.stack(ranks, 1)

@@ -16,6 +16,7 @@ from ..data import Split, leave_one_out
 from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
 from ..models import (BERT4Rec, BERT4RecConfig, BPRMF, BPRMFConfig, GRU4Rec, GRU4RecConfig,
                       NARM, NARMConfig, Popularity, SASRec, SASRecConfig, pair_batches)
+from ..models.successor import MostFrequentSuccessor
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
                         seed_everything)
 from . import dataset_settings, get_data
@@ -107,6 +108,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     device = default_device()
 
     models = {"Popularity": Popularity(split.train, split.n_items).to(device)}
+    models["Successor"] = MostFrequentSuccessor(split.train, split.n_items).to(device)
     extra = {"Popularity": {"best epoch": 0, "epochs": 0}}
     trainers = {"BPR-MF": lambda: train_bpr(split, settings, generator, device, progress,
                                             checkpoints)}
