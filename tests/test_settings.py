@@ -46,7 +46,8 @@ def test_ract_overrides_reach_the_config_defaults():
 
 # (preset, dataset): the synthetic data, and ML-100K, where presets have per-dataset settings
 RUNS = [("smoke", "synthetic"), ("full", "synthetic"), ("full", "ml-100k")]
-CHOICES = (melo_models.LOSSES, sequential_models.LOSSES, ract_models.NLL_ITEMS)
+CHOICES = (melo_models.LOSSES, sequential_models.LOSSES, ract_models.NLL_ITEMS,
+           ract_models.FINETUNE_KEEP)
 OTHER_WORD = {word: choices[i - 1] for choices in CHOICES for i, word in enumerate(choices)}
 
 
