@@ -32,6 +32,14 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def seed_model(seed: int, name: str) -> torch.Generator:
+    """`seed_everything` with a seed derived from the run's ``seed`` and the model's ``name``
+    (stable across processes): each model of an experiment draws its own numbers, the same
+    whether the models before it were trained or loaded from checkpoints."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return seed_everything(int.from_bytes(digest[:4], "big"))
+
+
 def default_device() -> torch.device:
     """The GPU when there is one (e.g. on Colab), else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

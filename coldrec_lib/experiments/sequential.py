@@ -17,7 +17,7 @@ from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
 from ..models import (BERT4Rec, BERT4RecConfig, BPRMF, BPRMFConfig, GRU4Rec, GRU4RecConfig,
                       NARM, NARMConfig, Popularity, SASRec, SASRecConfig, pair_batches)
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
-                        seed_everything)
+                        seed_everything, seed_model)
 from . import dataset_settings, get_data
 
 BACKBONES = {"GRU4Rec": (GRU4Rec, GRU4RecConfig), "NARM": (NARM, NARMConfig),
@@ -98,8 +98,11 @@ def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> di
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
+    """Every model of the table; each is seeded with its own generator (`seed_model`), so a run
+    resumed with some models loaded from checkpoints trains the others exactly as a straight
+    run does."""
     settings = settings_for(dataset, preset, overrides)
-    generator = seed_everything(seed)
+    seed_everything(seed)
     with phase(f"data: {dataset}", progress):
         data = get_data(dataset, data_path, seed, **settings.get("synthetic", {}))
         split = leave_one_out(data)
@@ -108,13 +111,12 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
 
     models = {"Popularity": Popularity(split.train, split.n_items).to(device)}
     extra = {"Popularity": {"best epoch": 0, "epochs": 0}}
-    trainers = {"BPR-MF": lambda: train_bpr(split, settings, generator, device, progress,
-                                            checkpoints)}
-    trainers.update({name: (lambda name=name: train_backbone(name, split, settings, generator,
-                                                             device, progress, None, checkpoints))
-                     for name in BACKBONES})
-    for name, trainer in trainers.items():
-        models[name], result = trainer()
+    for name in ("BPR-MF", *BACKBONES):
+        generator = seed_model(seed, name)
+        models[name], result = (
+            train_bpr(split, settings, generator, device, progress, checkpoints)
+            if name == "BPR-MF" else
+            train_backbone(name, split, settings, generator, device, progress, None, checkpoints))
         extra[name] = {"best epoch": result.best_epoch, "epochs": len(result.history)}
 
     table = ResultsTable(f"Sequential next-item recommendation ({split!r})", data.name, preset)
