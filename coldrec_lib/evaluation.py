@@ -14,12 +14,14 @@ A model takes part by implementing the `coldrec_lib.models.Recommender` contract
 from __future__ import annotations
 
 import json
+import math
 import platform
 import textwrap
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -278,9 +280,30 @@ class ResultsTable:
         return self.format()
 
     def save_json(self, path) -> Path:
+        """Valid JSON: a missing number (NaN, e.g. no temperature for beam search) is ``null``."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(asdict(self), indent=2, default=float))
+        atomic_write_text(path, json.dumps(_json_numbers(asdict(self)), indent=2,
+                                           allow_nan=False, default=float))
         return path
+
+    @classmethod
+    def load_json(cls, path) -> "ResultsTable":
+        """The table `save_json` wrote, with its ``null`` numbers NaN again."""
+        fields = json.loads(Path(path).read_text())
+        fields["rows"] = [{key: float("nan") if value is None else value
+                           for key, value in row.items()} for row in fields["rows"]]
+        return cls(**fields)
+
+
+def _json_numbers(value):
+    """``value`` with every float a plain one, NaN and infinities as ``None``."""
+    if isinstance(value, dict):
+        return {key: _json_numbers(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def evaluate_models(models: dict, evaluators: dict[str, Evaluator],
@@ -302,9 +325,9 @@ def evaluate_models(models: dict, evaluators: dict[str, Evaluator],
 
 
 def describe_machine() -> str:
-    device = (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
-              else f"CPU ({torch.get_num_threads()} threads)")
-    return f"{device}, torch {torch.__version__}, {platform.system()}"
+    device = f"GPU {torch.cuda.get_device_name(0)}, " if torch.cuda.is_available() else ""
+    return (f"{device}CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+            f"{platform.system()}")
 
 
 # ---------------------------------------------------------------------- recommendations

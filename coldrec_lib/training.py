@@ -160,6 +160,11 @@ def _finished_fit(model, path: Path, identity: str, desc: str) -> "FitResult | N
     if not state.get("finished"):
         print(f"{desc}: {path} is from an interrupted run; training again")
         return None
+    threads = torch.get_num_threads()
+    if state.get("threads") != threads:
+        raise ValueError(f"checkpoint {path} was trained with {state.get('threads')} torch "
+                         f"threads and this run uses {threads}: the numbers differ with the "
+                         f"threads; resume with --threads {state.get('threads')}, or delete it")
     model.load_state_dict(state["model"])
     result = FitResult(**state["result"])
     print(f"{desc}: loaded the finished model from {path} instead of training it "
@@ -204,7 +209,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     ``checkpoint`` when given). With ``keep_best=False``, or without an evaluator, the last epoch
     is kept (and reported as the result).
     With ``identity`` too (`Checkpoints`), a finished checkpoint of that identity is loaded
-    instead of training, and one of another identity is an error.
+    instead of training, and one of another identity, or trained with another number of torch
+    threads (whose kernels round differently), is an error.
     ``callback(epoch, model) -> dict`` adds its values (e.g. metrics on other sets) to the
     epoch's history row; ``time_budget`` (seconds of wall time) stops training after the epoch
     that exhausts it. Each row records ``elapsed``: the wall time of training and validation so
@@ -262,5 +268,6 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     if checkpoint is not None:
         save_checkpoint({"model": model.state_dict(), "epoch": best_epoch, "value": best_value,
                          "identity": identity, "finished": True,
+                         "threads": torch.get_num_threads(),
                          "result": dataclasses.asdict(result)}, checkpoint)
     return result

@@ -135,6 +135,9 @@ def resumed_after_first_model(experiment, overrides, first, checkpoint_dir, caps
     printed = capsys.readouterr().out
     assert f"{first}: loaded the finished model" in printed
     assert "from an interrupted run; training again" in printed
+    written = [table.save_json(checkpoint_dir / f"{name}.json").read_bytes()
+               for name, table in (("straight", straight), ("resumed", resumed))]
+    assert written[0] == written[1]  # every cell, no wall times
     return straight, resumed
 
 
@@ -155,3 +158,17 @@ def test_a_cmml_run_killed_after_the_first_variant_resumes_to_the_same_table(tmp
     straight, resumed = resumed_after_first_model(cmml, overrides, next(iter(cmml.CMML_VARIANTS)),
                                                   tmp_path / "ck", capsys)
     assert len(resumed.rows) > len(cmml.CMML_VARIANTS) and resumed.rows == straight.rows
+
+
+def test_a_model_trained_with_other_threads_is_not_resumed(tmp_path):
+    threads = torch.get_num_threads()
+    train(Checkpoints.at(tmp_path, "data", 0), [])
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.raises(ValueError, match=f"quadratic.pt was trained with {threads} torch "
+                                             f"threads and this run uses {threads + 1}"):
+            train(Checkpoints.at(tmp_path, "data", 0), [])
+    finally:
+        torch.set_num_threads(threads)
+    train(Checkpoints.at(tmp_path, "data", 0), calls := [])
+    assert calls == []  # the same threads: loaded
