@@ -25,6 +25,7 @@ from .data import DATASETS
 from .data.errors import DataError
 from .experiments import EXPERIMENTS, get_experiment, parse_overrides
 from .references import REFERENCE_DIR, Reference, combine, run_reference
+from .training import DIVERGED_COLUMN
 
 
 def non_negative_int(text: str) -> int:
@@ -138,6 +139,13 @@ def run_command(args) -> int:
     replaced = out.exists()
     table.save_json(out)
     print(f"results written to {out}" + (" (replacing the earlier file)" if replaced else ""))
+    diverged = {row["model"]: row[DIVERGED_COLUMN] for row in table.rows
+                if DIVERGED_COLUMN in row}
+    if diverged:
+        print("error: training diverged (" + ", ".join(f"{model} in epoch {epoch}" for model, epoch
+                                                       in diverged.items())
+              + f"); the other models' results are in {out}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import glob
 import hashlib
+import math
 import os
 import random
 import re
@@ -182,6 +183,19 @@ def phase(desc: str, progress: bool = True):
 
 
 # ---------------------------------------------------------------------- fit loop
+DIVERGED_COLUMN = "diverged in epoch"  # a results row of a model whose training diverged
+
+
+class TrainingDiverged(ValueError):
+    """A model's training loss or weights stopped being finite numbers (e.g. a learning rate
+    far too high); names the model and the epoch."""
+
+    def __init__(self, model: str, epoch: int, loss: float):
+        super().__init__(f"{model} diverged in epoch {epoch}: its training loss ({loss:.3g}) "
+                         "or weights are not finite numbers (is the learning rate too high?)")
+        self.model, self.epoch, self.loss = model, epoch, loss
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -213,7 +227,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     threads (whose kernels round differently), is an error.
     ``callback(epoch, model) -> dict`` adds its values (e.g. metrics on other sets) to the
     epoch's history row; ``time_budget`` (seconds of wall time) stops training after the epoch
-    that exhausts it. Each row records ``elapsed``: the wall time of training and validation so
+    that exhausts it. A loss or weights that are no longer finite stop training with
+    `TrainingDiverged`. Each row records ``elapsed``: the wall time of training and validation so
     far, the callbacks' time excluded.
     """
     if checkpoint is not None and identity is not None:
@@ -222,7 +237,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             return done
     begin, outside = time.perf_counter(), 0.0
     history: list[dict] = []
-    best_value, best_epoch, best_state, stale = -float("inf"), 0, None, 0
+    best_value, best_epoch, best_state, stale, warned = -float("inf"), 0, None, 0, False
     bar = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress)
     for epoch in bar:
         model.train()
@@ -238,6 +253,13 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if scheduler is not None:
             scheduler.step()
         row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - start}
+        if not math.isfinite(row["loss"]) or not all(p.isfinite().all() for p in model.parameters()):
+            raise TrainingDiverged(desc, epoch, row["loss"])
+        if history and not warned and row["loss"] > 1e3 * abs(history[0]["loss"]):
+            warned = True
+            print(f"{desc}: the training loss of epoch {epoch} ({row['loss']:.3g}) is over "
+                  f"1000 times that of epoch 1 ({history[0]['loss']:.3g}); is the learning "
+                  "rate too high?")
         if evaluator is not None and (epoch % eval_every == 0 or epoch == max_epochs):
             value = evaluator.evaluate(model).metrics[metric]
             row[f"valid {metric}"] = value

@@ -16,8 +16,8 @@ from ..data import Split, leave_one_out
 from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
 from ..models import (BERT4Rec, BERT4RecConfig, BPRMF, BPRMFConfig, GRU4Rec, GRU4RecConfig,
                       NARM, NARMConfig, Popularity, SASRec, SASRecConfig, pair_batches)
-from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
-                        seed_everything, seed_model)
+from ..training import (DIVERGED_COLUMN, Checkpoints, FitResult, TrainingDiverged,
+                        checkpoint_args, default_device, fit, phase, seed_everything, seed_model)
 from . import dataset_settings, get_data
 
 BACKBONES = {"GRU4Rec": (GRU4Rec, GRU4RecConfig), "NARM": (NARM, NARMConfig),
@@ -111,16 +111,25 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
 
     models = {"Popularity": Popularity(split.train, split.n_items).to(device)}
     extra = {"Popularity": {"best epoch": 0, "epochs": 0}}
+    diverged = []
     for name in ("BPR-MF", *BACKBONES):
         generator = seed_model(seed, name)
-        models[name], result = (
-            train_bpr(split, settings, generator, device, progress, checkpoints)
-            if name == "BPR-MF" else
-            train_backbone(name, split, settings, generator, device, progress, None, checkpoints))
+        try:
+            models[name], result = (
+                train_bpr(split, settings, generator, device, progress, checkpoints)
+                if name == "BPR-MF" else
+                train_backbone(name, split, settings, generator, device, progress, None,
+                               checkpoints))
+        except TrainingDiverged as error:  # the other models' results are kept
+            print(f"{error}; its rows are marked diverged")
+            diverged.append(error)
+            continue
         extra[name] = {"best epoch": result.best_epoch, "epochs": len(result.history)}
 
     table = ResultsTable(f"Sequential next-item recommendation ({split!r})", data.name, preset)
     tests = {name: Evaluator(split.test, protocol, split.n_items, device=device)
              for name, protocol in PROTOCOLS.items()}
     evaluate_models(models, tests, table, extra, progress=progress)
+    table.rows += [{"model": error.model, "protocol": protocol, "users": len(split.test),
+                    DIVERGED_COLUMN: error.epoch} for error in diverged for protocol in PROTOCOLS]
     return table
