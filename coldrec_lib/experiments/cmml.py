@@ -24,7 +24,7 @@ from ..models.s2meta import S2Meta, S2MetaConfig
 from ..models.scenario import FirstOrderMAML, MAMLConfig, SupportPopularity
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
                         seed_everything, seed_model)
-from . import dataset_settings, get_data
+from . import dataset_settings, get_data, require_positive
 
 _TASKS = {"support": 64, "query": 128, "n_negatives": 2, "max_support": 512}
 PRESETS = {
@@ -155,6 +155,9 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     (`seed_model`), so a run resumed with some models loaded from checkpoints trains the others
     exactly as a straight run does."""
     config = settings_for(dataset, preset, overrides)
+    require_positive(config, "dim", "mf_epochs", "support", "query", "n_negatives",
+                     "max_support", "scenarios_per_batch", "batches_per_epoch", "max_epochs",
+                     "eval_every", "patience")
     device = default_device()
     generator = seed_everything(seed)
     split = make_split(dataset, config, data_path, seed)

@@ -18,7 +18,7 @@ from ..models import (BERT4Rec, BERT4RecConfig, BPRMF, BPRMFConfig, GRU4Rec, GRU
                       NARM, NARMConfig, Popularity, SASRec, SASRecConfig, pair_batches)
 from ..training import (DIVERGED_COLUMN, Checkpoints, FitResult, TrainingDiverged,
                         checkpoint_args, default_device, fit, phase, seed_everything, seed_model)
-from . import dataset_settings, get_data
+from . import dataset_settings, get_data, require_positive
 
 BACKBONES = {"GRU4Rec": (GRU4Rec, GRU4RecConfig), "NARM": (NARM, NARMConfig),
              "SASRec": (SASRec, SASRecConfig), "BERT4Rec": (BERT4Rec, BERT4RecConfig)}
@@ -102,6 +102,8 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     resumed with some models loaded from checkpoints trains the others exactly as a straight
     run does."""
     settings = settings_for(dataset, preset, overrides)
+    require_positive(settings, "max_epochs", "bpr_epochs", "patience", "backbone.max_len",
+                     "backbone.dim", "backbone.batch_size")
     seed_everything(seed)
     with phase(f"data: {dataset}", progress):
         data = get_data(dataset, data_path, seed, **settings.get("synthetic", {}))
