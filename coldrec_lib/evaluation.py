@@ -123,16 +123,22 @@ def full_scores(model, batch: EvalBatch, n_items: int, model_input: EvalBatch | 
     return scores
 
 
+MAX_SCORES_PER_BATCH = 1 << 24  # 64 MB of float32 scores; ranking holds a few copies
+
+
 class Evaluator:
     """Scores any `Recommender` on an `EvalSet` under one protocol.
 
     Sampled negatives are drawn once here, so every model is ranked against the same ones.
+    Users are scored ``batch_size`` at a time (the results do not depend on it); by default
+    1,024, fewer when a batch's scores over the catalogue would pass `MAX_SCORES_PER_BATCH`.
     """
 
-    def __init__(self, eval_set: EvalSet, protocol, n_items: int, batch_size: int = 1024,
+    def __init__(self, eval_set: EvalSet, protocol, n_items: int, batch_size: int | None = None,
                  max_history: int | None = None, device=None):
         self.eval_set, self.protocol, self.n_items = eval_set, protocol, n_items
-        self.batch_size, self.max_history = batch_size, max_history
+        self.batch_size = batch_size or max(1, min(1024, MAX_SCORES_PER_BATCH // (n_items + 1)))
+        self.max_history = max_history
         self.device = torch.device(device) if device is not None else None
         self.negatives = (self._draw_negatives() if isinstance(protocol, SampledRanking)
                           else None)

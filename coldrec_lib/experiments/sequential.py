@@ -31,7 +31,7 @@ PRESETS = {
     # they pick up the transitions: batch 32, lr 1e-2 and patience 4 get every backbone past that
     # (each beat popularity, seen items masked, in seeds 0-4; notebook 06)
     "smoke": {"synthetic": {"n_users": 600, "n_items": 200}, "max_epochs": 12, "patience": 4,
-              "time_budget": None, "bpr_epochs": 20,
+              "time_budget": None, "bpr_epochs": 20, "eval_batch_size": None,
               "backbone": {"max_len": 20, "dim": 32, "batch_size": 32, "lr": 1e-2},
               "models": {"SASRec": {"n_layers": 1, "n_heads": 1},
                          "BERT4Rec": {"n_layers": 1, "n_heads": 1}}},
@@ -42,10 +42,17 @@ PRESETS = {
     # (README, "Against RecBole"). Patience 20: validation NDCG@10 over 943 users moves by
     # ~0.005 from epoch to epoch, and a patience of 5 stopped BERT4Rec while it still improved.
     "full": {"synthetic": {"n_users": 3000, "n_items": 1500}, "max_epochs": 200, "patience": 20,
-             "time_budget": None, "bpr_epochs": 100,
+             "time_budget": None, "bpr_epochs": 100, "eval_batch_size": None,
              "backbone": {"max_len": 50, "dim": 64, "batch_size": 16, "lr": 5e-3},
              "models": {"SASRec": {"batch_size": 32}}},
 }
+
+
+def make_evaluator(eval_set, protocol, split: Split, settings: dict, device) -> Evaluator:
+    """Users scored ``eval_batch_size`` at a time (``None``: as many as bound the memory of a
+    batch's scores over the catalogue, `Evaluator`)."""
+    return Evaluator(eval_set, protocol, split.n_items, settings["eval_batch_size"],
+                     device=device)
 
 
 def build_backbone(name: str, n_items: int, settings: dict, device=None):
@@ -62,7 +69,7 @@ def train_backbone(name: str, split: Split, settings: dict, generator: torch.Gen
     device = device or default_device()
     model = build_backbone(name, split.n_items, settings, device)
     sequences = split.train_sequences()
-    valid = Evaluator(split.valid, PROTOCOLS["full, seen masked"], split.n_items, device=device)
+    valid = make_evaluator(split.valid, PROTOCOLS["full, seen masked"], split, settings, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr,
                                  weight_decay=model.config.weight_decay)
     result = fit(model, optimizer, lambda epoch: model.epoch_batches(sequences, generator,
@@ -78,7 +85,7 @@ def train_bpr(split: Split, settings: dict, generator: torch.Generator, device=N
               ) -> tuple[BPRMF, FitResult]:
     device = device or default_device()
     model = BPRMF(split.n_users, split.n_items, BPRMFConfig()).to(device)
-    valid = Evaluator(split.valid, PROTOCOLS["full, seen masked"], split.n_items, device=device)
+    valid = make_evaluator(split.valid, PROTOCOLS["full, seen masked"], split, settings, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr,
                                  weight_decay=model.config.weight_decay)
     result = fit(model, optimizer,
@@ -129,7 +136,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         extra[name] = {"best epoch": result.best_epoch, "epochs": len(result.history)}
 
     table = ResultsTable(f"Sequential next-item recommendation ({split!r})", data.name, preset)
-    tests = {name: Evaluator(split.test, protocol, split.n_items, device=device)
+    tests = {name: make_evaluator(split.test, protocol, split, settings, device)
              for name, protocol in PROTOCOLS.items()}
     evaluate_models(models, tests, table, extra, progress=progress)
     table.rows += [{"model": error.model, "protocol": protocol, "users": len(split.test),
