@@ -6,7 +6,10 @@ many users it was computed on) and writes it, with everything, as JSON to
 are added to the default name). ``--set key=value`` (repeatable) changes a preset's setting,
 e.g. ``--set sasrec_epochs=4 --set sasrec.n_layers=1``; ``--checkpoint-dir DIR`` (or
 ``--resume``: ``checkpoints/<experiment>-<dataset>-<preset>-seed<seed>``) keeps every finished
-model, so an interrupted run started again loads them instead of training them again.
+model, so an interrupted run started again loads them instead of training them again (with the
+same ``--threads``: a checkpoint trained with others is refused). A model whose training
+diverges is named with its epoch; the sequential experiment still writes the other models'
+results, marks its rows (``diverged in epoch``) and exits with status 1.
 ``python -m coldrec_lib reference <experiment> --dataset ml-100k --seeds 0 1 2`` makes the
 reference table a notebook shows (`coldrec_lib.references`).
 """
