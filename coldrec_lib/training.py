@@ -162,10 +162,13 @@ def _finished_fit(model, path: Path, identity: str, desc: str) -> "FitResult | N
         print(f"{desc}: {path} is from an interrupted run; training again")
         return None
     threads = torch.get_num_threads()
-    if state.get("threads") != threads:
-        raise ValueError(f"checkpoint {path} was trained with {state.get('threads')} torch "
-                         f"threads and this run uses {threads}: the numbers differ with the "
-                         f"threads; resume with --threads {state.get('threads')}, or delete it")
+    if "threads" not in state:
+        raise ValueError(f"checkpoint {path} does not say how many torch threads trained it "
+                         "(the numbers differ with the threads); delete it")
+    if state["threads"] != threads:
+        raise ValueError(f"checkpoint {path} was trained with {state['threads']} torch threads "
+                         f"and this run uses {threads}: the numbers differ with the threads; "
+                         f"resume with --threads {state['threads']}, or delete it")
     model.load_state_dict(state["model"])
     result = FitResult(**state["result"])
     print(f"{desc}: loaded the finished model from {path} instead of training it "
