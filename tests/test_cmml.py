@@ -220,5 +220,5 @@ def test_a_setting_below_one_is_one_error_line(experiment_name, setting, capsys,
     from coldrec_lib.cli import main
     out = tmp_path / "r.json"
     assert main(["run", experiment_name, "--set", setting, "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"error: setting {setting}: expected a number >= 1\n"
+    assert capsys.readouterr().err == f"error: setting {setting}: expected a whole number >= 1\n"
     assert not out.exists()

@@ -132,7 +132,7 @@ def require_positive(settings: dict, *keys: str) -> None:
         for name in key.split("."):
             value = value[name]
         if value < 1:
-            raise ValueError(f"setting {key}={value!r}: expected a number >= 1")
+            raise ValueError(f"setting {key}={value!r}: expected a whole number >= 1")
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
