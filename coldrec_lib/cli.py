@@ -6,7 +6,10 @@ many users it was computed on) and writes it, with everything, as JSON to
 are added to the default name). ``--set key=value`` (repeatable) changes a preset's setting,
 e.g. ``--set sasrec_epochs=4 --set sasrec.n_layers=1``; ``--checkpoint-dir DIR`` (or
 ``--resume``: ``checkpoints/<experiment>-<dataset>-<preset>-seed<seed>``) keeps every finished
-model, so an interrupted run started again loads them instead of training them again.
+model, so an interrupted run started again loads them instead of training them again (with the
+same ``--threads``: a checkpoint trained with others is refused). A model whose training
+diverges is named with its epoch; the sequential experiment still writes the other models'
+results, marks its rows (``diverged in epoch``) and exits with status 1.
 ``python -m coldrec_lib reference <experiment> --dataset ml-100k --seeds 0 1 2`` makes the
 reference table a notebook shows (`coldrec_lib.references`).
 """
@@ -25,6 +28,7 @@ from .data import DATASETS
 from .data.errors import DataError
 from .experiments import EXPERIMENTS, get_experiment, parse_overrides
 from .references import REFERENCE_DIR, Reference, combine, run_reference
+from .training import DIVERGED_COLUMN
 
 
 def non_negative_int(text: str) -> int:
@@ -138,6 +142,13 @@ def run_command(args) -> int:
     replaced = out.exists()
     table.save_json(out)
     print(f"results written to {out}" + (" (replacing the earlier file)" if replaced else ""))
+    diverged = {row["model"]: row[DIVERGED_COLUMN] for row in table.rows
+                if DIVERGED_COLUMN in row}
+    if diverged:
+        print("error: training diverged (" + ", ".join(f"{model} in epoch {epoch}" for model, epoch
+                                                       in diverged.items())
+              + f"); the other models' results are in {out}", file=sys.stderr)
+        return 1
     return 0
 
 

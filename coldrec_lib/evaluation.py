@@ -14,12 +14,14 @@ A model takes part by implementing the `coldrec_lib.models.Recommender` contract
 from __future__ import annotations
 
 import json
+import math
 import platform
 import textwrap
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -121,16 +123,22 @@ def full_scores(model, batch: EvalBatch, n_items: int, model_input: EvalBatch | 
     return scores
 
 
+MAX_SCORES_PER_BATCH = 1 << 24  # 64 MB of float32 scores; ranking holds a few copies
+
+
 class Evaluator:
     """Scores any `Recommender` on an `EvalSet` under one protocol.
 
     Sampled negatives are drawn once here, so every model is ranked against the same ones.
+    Users are scored ``batch_size`` at a time (the results do not depend on it); by default
+    1,024, fewer when a batch's scores over the catalogue would pass `MAX_SCORES_PER_BATCH`.
     """
 
-    def __init__(self, eval_set: EvalSet, protocol, n_items: int, batch_size: int = 1024,
+    def __init__(self, eval_set: EvalSet, protocol, n_items: int, batch_size: int | None = None,
                  max_history: int | None = None, device=None):
         self.eval_set, self.protocol, self.n_items = eval_set, protocol, n_items
-        self.batch_size, self.max_history = batch_size, max_history
+        self.batch_size = batch_size or max(1, min(1024, MAX_SCORES_PER_BATCH // (n_items + 1)))
+        self.max_history = max_history
         self.device = torch.device(device) if device is not None else None
         self.negatives = (self._draw_negatives() if isinstance(protocol, SampledRanking)
                           else None)
@@ -280,9 +288,30 @@ class ResultsTable:
         return self.format()
 
     def save_json(self, path) -> Path:
+        """Valid JSON: a missing number (NaN, e.g. no temperature for beam search) is ``null``."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(asdict(self), indent=2, default=float))
+        atomic_write_text(path, json.dumps(_json_numbers(asdict(self)), indent=2,
+                                           allow_nan=False, default=float))
         return path
+
+    @classmethod
+    def load_json(cls, path) -> "ResultsTable":
+        """The table `save_json` wrote, with its ``null`` numbers NaN again."""
+        fields = json.loads(Path(path).read_text())
+        fields["rows"] = [{key: float("nan") if value is None else value
+                           for key, value in row.items()} for row in fields["rows"]]
+        return cls(**fields)
+
+
+def _json_numbers(value):
+    """``value`` with every float a plain one, NaN and infinities as ``None``."""
+    if isinstance(value, dict):
+        return {key: _json_numbers(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def evaluate_models(models: dict, evaluators: dict[str, Evaluator],
@@ -304,9 +333,9 @@ def evaluate_models(models: dict, evaluators: dict[str, Evaluator],
 
 
 def describe_machine() -> str:
-    device = (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
-              else f"CPU ({torch.get_num_threads()} threads)")
-    return f"{device}, torch {torch.__version__}, {platform.system()}"
+    device = f"GPU {torch.cuda.get_device_name(0)}, " if torch.cuda.is_available() else ""
+    return (f"{device}CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+            f"{platform.system()}")
 
 
 # ---------------------------------------------------------------------- recommendations

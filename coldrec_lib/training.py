@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import glob
 import hashlib
+import math
 import os
 import random
 import re
@@ -30,6 +31,14 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def seed_model(seed: int, name: str) -> torch.Generator:
+    """`seed_everything` with a seed derived from the run's ``seed`` and the model's ``name``
+    (stable across processes): each model of an experiment draws its own numbers, the same
+    whether the models before it were trained or loaded from checkpoints."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return seed_everything(int.from_bytes(digest[:4], "big"))
 
 
 def default_device() -> torch.device:
@@ -152,6 +161,14 @@ def _finished_fit(model, path: Path, identity: str, desc: str) -> "FitResult | N
     if not state.get("finished"):
         print(f"{desc}: {path} is from an interrupted run; training again")
         return None
+    threads = torch.get_num_threads()
+    if "threads" not in state:
+        raise ValueError(f"checkpoint {path} does not say how many torch threads trained it "
+                         "(the numbers differ with the threads); delete it")
+    if state["threads"] != threads:
+        raise ValueError(f"checkpoint {path} was trained with {state['threads']} torch threads "
+                         f"and this run uses {threads}: the numbers differ with the threads; "
+                         f"resume with --threads {state['threads']}, or delete it")
     model.load_state_dict(state["model"])
     result = FitResult(**state["result"])
     print(f"{desc}: loaded the finished model from {path} instead of training it "
@@ -169,6 +186,19 @@ def phase(desc: str, progress: bool = True):
 
 
 # ---------------------------------------------------------------------- fit loop
+DIVERGED_COLUMN = "diverged in epoch"  # a results row of a model whose training diverged
+
+
+class TrainingDiverged(ValueError):
+    """A model's training loss or weights stopped being finite numbers (e.g. a learning rate
+    far too high); names the model and the epoch."""
+
+    def __init__(self, model: str, epoch: int, loss: float):
+        super().__init__(f"{model} diverged in epoch {epoch}: its training loss ({loss:.3g}) "
+                         "or weights are not finite numbers (is the learning rate too high?)")
+        self.model, self.epoch, self.loss = model, epoch, loss
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -196,10 +226,12 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     ``checkpoint`` when given). With ``keep_best=False``, or without an evaluator, the last epoch
     is kept (and reported as the result).
     With ``identity`` too (`Checkpoints`), a finished checkpoint of that identity is loaded
-    instead of training, and one of another identity is an error.
+    instead of training, and one of another identity, or trained with another number of torch
+    threads (whose kernels round differently), is an error.
     ``callback(epoch, model) -> dict`` adds its values (e.g. metrics on other sets) to the
     epoch's history row; ``time_budget`` (seconds of wall time) stops training after the epoch
-    that exhausts it. Each row records ``elapsed``: the wall time of training and validation so
+    that exhausts it. A loss or weights that are no longer finite stop training with
+    `TrainingDiverged`. Each row records ``elapsed``: the wall time of training and validation so
     far, the callbacks' time excluded.
     """
     if checkpoint is not None and identity is not None:
@@ -208,7 +240,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             return done
     begin, outside = time.perf_counter(), 0.0
     history: list[dict] = []
-    best_value, best_epoch, best_state, stale = -float("inf"), 0, None, 0
+    best_value, best_epoch, best_state, stale, warned = -float("inf"), 0, None, 0, False
     bar = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress)
     for epoch in bar:
         model.train()
@@ -224,6 +256,13 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if scheduler is not None:
             scheduler.step()
         row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - start}
+        if not math.isfinite(row["loss"]) or not all(p.isfinite().all() for p in model.parameters()):
+            raise TrainingDiverged(desc, epoch, row["loss"])
+        if history and not warned and row["loss"] > 1e3 * abs(history[0]["loss"]):
+            warned = True
+            print(f"{desc}: the training loss of epoch {epoch} ({row['loss']:.3g}) is over "
+                  f"1000 times that of epoch 1 ({history[0]['loss']:.3g}); is the learning "
+                  "rate too high?")
         if evaluator is not None and (epoch % eval_every == 0 or epoch == max_epochs):
             value = evaluator.evaluate(model).metrics[metric]
             row[f"valid {metric}"] = value
@@ -254,5 +293,6 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     if checkpoint is not None:
         save_checkpoint({"model": model.state_dict(), "epoch": best_epoch, "value": best_value,
                          "identity": identity, "finished": True,
+                         "threads": torch.get_num_threads(),
                          "result": dataclasses.asdict(result)}, checkpoint)
     return result

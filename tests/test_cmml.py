@@ -211,3 +211,14 @@ def test_unknown_variant_is_an_error(embeddings):
         CMML(embeddings, CMMLConfig(modulation="film2"))
     with pytest.raises(ValueError, match="encoder must be"):
         CMML(embeddings, replace(CMMLConfig(), encoder="lstm"))
+
+
+@pytest.mark.parametrize("experiment_name, setting", [
+    ("cmml", "max_epochs=0"), ("cmml", "eval_every=0"), ("cmml", "batches_per_epoch=0"),
+    ("sequential", "max_epochs=0"), ("sequential", "backbone.batch_size=0")])
+def test_a_setting_below_one_is_one_error_line(experiment_name, setting, capsys, tmp_path):
+    from coldrec_lib.cli import main
+    out = tmp_path / "r.json"
+    assert main(["run", experiment_name, "--set", setting, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: setting {setting}: expected a whole number >= 1\n"
+    assert not out.exists()

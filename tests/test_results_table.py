@@ -2,6 +2,7 @@
 JSON keeps every column (issue 9)."""
 import json
 
+import numpy as np
 
 from coldrec_lib.evaluation import EvalResult, ResultsTable
 
@@ -33,3 +34,18 @@ def test_the_printed_table_fits_100_columns_and_keeps_every_metric(tmp_path):
     saved = json.loads(table.save_json(tmp_path / "r.json").read_text())
     assert saved["seed"] == 2 and saved["overrides"] == {"sasrec_epochs": "4"}
     assert set(METRICS) <= set(saved["rows"][0]) and saved["rows"][0]["users"] == 1776
+
+
+def test_missing_numbers_are_valid_json_and_read_back(tmp_path):
+    table = table_with_many_columns()
+    table.rows[0].update({"T": float("nan"), "best epoch": np.float32("nan"), "ratio": np.inf})
+    text = table.save_json(tmp_path / "r.json").read_text()
+
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+    saved = json.loads(text, parse_constant=refuse)  # what a strict reader accepts
+    assert saved["rows"][0]["T"] is None and saved["rows"][0]["best epoch"] is None
+    back = ResultsTable.load_json(tmp_path / "r.json")
+    assert all(np.isnan(back.rows[0][key]) for key in ("T", "best epoch", "ratio"))
+    assert back.rows[0]["NDCG@10"] == 0.1234 and back.rows[1] == table.rows[1]
+    assert (back.seed, back.overrides, back.machine) == (table.seed, table.overrides, table.machine)

@@ -115,3 +115,60 @@ def test_a_partly_resumed_metatl_run_gives_the_rows_of_an_uninterrupted_one(tmp_
     printed = capsys.readouterr().out
     assert "SASRec: loaded the finished model" in printed and "ablation: loaded" in printed
     assert resumed.rows == straight.rows
+
+
+def resumed_after_first_model(experiment, overrides, first, checkpoint_dir, capsys):
+    """A straight run of ``experiment`` that keeps its checkpoints, and the same run resumed as
+    if killed after model ``first`` (every later checkpoint deleted, the next one half-written)."""
+    straight = experiment.run("synthetic", "smoke", overrides=overrides,
+                              checkpoint_dir=checkpoint_dir)
+    saved = sorted(checkpoint_dir.glob("*.pt"), key=lambda path: path.stat().st_mtime_ns)
+    names = [path.name for path in saved]
+    kept = names.index(Checkpoints(checkpoint_dir, "").path(first).name)
+    for path in saved[kept + 1:]:
+        path.unlink()
+    identity = load_checkpoint(saved[kept])["identity"]
+    save_checkpoint({"model": {}, "identity": identity, "finished": False}, saved[kept + 1])
+    capsys.readouterr()
+    resumed = experiment.run("synthetic", "smoke", overrides=overrides,
+                             checkpoint_dir=checkpoint_dir)
+    printed = capsys.readouterr().out
+    assert f"{first}: loaded the finished model" in printed
+    assert "from an interrupted run; training again" in printed
+    written = [table.save_json(checkpoint_dir / f"{name}.json").read_bytes()
+               for name, table in (("straight", straight), ("resumed", resumed))]
+    assert written[0] == written[1]  # every cell, no wall times
+    return straight, resumed
+
+
+def test_a_sequential_run_killed_after_bpr_resumes_to_the_same_table(tmp_path, capsys):
+    from coldrec_lib.experiments import sequential
+    overrides = {"synthetic.n_users": "150", "synthetic.n_items": "60", "max_epochs": "2",
+                 "bpr_epochs": "2", "backbone.max_len": "10", "backbone.dim": "16"}
+    straight, resumed = resumed_after_first_model(sequential, overrides, "BPR-MF",
+                                                  tmp_path / "ck", capsys)
+    assert len(resumed.rows) == 12 and resumed.rows == straight.rows
+
+
+def test_a_cmml_run_killed_after_the_first_variant_resumes_to_the_same_table(tmp_path, capsys):
+    from coldrec_lib.experiments import cmml
+    overrides = {"synthetic.n_users": "300", "synthetic.n_items": "200",
+                 "synthetic.n_scenarios": "120", "mf_epochs": "3", "max_epochs": "2",
+                 "batches_per_epoch": "2", "support_curve": "4", "hidden": "16"}
+    straight, resumed = resumed_after_first_model(cmml, overrides, next(iter(cmml.CMML_VARIANTS)),
+                                                  tmp_path / "ck", capsys)
+    assert len(resumed.rows) > len(cmml.CMML_VARIANTS) and resumed.rows == straight.rows
+
+
+def test_a_model_trained_with_other_threads_is_not_resumed(tmp_path):
+    threads = torch.get_num_threads()
+    train(Checkpoints.at(tmp_path, "data", 0), [])
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.raises(ValueError, match=f"quadratic.pt was trained with {threads} torch "
+                                             f"threads and this run uses {threads + 1}"):
+            train(Checkpoints.at(tmp_path, "data", 0), [])
+    finally:
+        torch.set_num_threads(threads)
+    train(Checkpoints.at(tmp_path, "data", 0), calls := [])
+    assert calls == []  # the same threads: loaded

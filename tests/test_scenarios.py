@@ -186,3 +186,33 @@ def test_movielens_100k_scenarios(ml100k_folder):
     assert any(name.startswith("Drama") for name in scenarios.names)
     split = split_scenarios(scenarios, seed=0)
     assert len(split.test) >= 10
+
+
+def genre_data(frame_changes=None, feature_ids=lambda i: i):
+    base = make_synthetic(n_users=60, n_items=40, seed=0)
+    frame = base.frame.assign(user=base.raw_users[base.frame["user"]],
+                              item=base.raw_items[base.frame["item"]], **(frame_changes or {}))
+    features = pd.DataFrame({"genres": base.item_features["genres"].to_numpy()},
+                            index=[feature_ids(i) for i in base.raw_items[1:]])
+    return Interactions.from_frame(frame, item_features=features, source="ratings.csv")
+
+
+def test_timestamps_that_leave_a_time_slice_empty_are_an_error_naming_the_field():
+    genre_time_scenarios(genre_data(), n_slices=4, min_users=2, min_candidates=1)
+    with pytest.raises(DataError, match=r"field 'timestamp': expected timestamps that split the "
+                                        r"interactions into n_slices=4 .* 3 slices are empty "
+                                        r"\(only 1 distinct"):
+        genre_time_scenarios(genre_data({"timestamp": 7}), n_slices=4, min_users=2,
+                             min_candidates=1)
+
+
+def test_an_item_table_under_other_ids_is_an_error_naming_it():
+    with pytest.raises(DataError, match=r"field 'item_features': expected genres for the rated "
+                                        r"items.* 40 of 40 items have none"):
+        genre_time_scenarios(genre_data(feature_ids=lambda i: i + 1000), min_users=2,
+                             min_candidates=1)
+
+
+def test_no_scenario_left_is_an_error_naming_the_thresholds():
+    with pytest.raises(DataError, match=r"min_users=1000 users .*none of the \d+ has"):
+        genre_time_scenarios(genre_data(), n_slices=2, min_users=1000)

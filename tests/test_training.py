@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-from coldrec_lib.training import fit, load_checkpoint, save_checkpoint, seed_everything
+from coldrec_lib.training import (TrainingDiverged, fit, load_checkpoint, save_checkpoint,
+                                  seed_everything)
 
 
 class Quadratic(torch.nn.Module):
@@ -99,3 +100,17 @@ def test_callback_rows_and_wall_clock_budget(monkeypatch):
     assert [row["elapsed"] for row in result.history] == [10.0, 20.0, 30.0]
     assert [row["called at"] for row in result.history] == [1, 2, 3]
     assert result.history[-1]["test w"] == pytest.approx(float(model.w.detach()))
+
+
+def test_a_diverging_fit_stops_with_an_error_naming_the_model_and_epoch(capsys):
+    def fit_quadratic(lr):
+        model = Quadratic()
+        return fit(model, torch.optim.SGD(model.parameters(), lr=lr),
+                   lambda epoch: [torch.tensor([0.0])], max_epochs=4, progress=False,
+                   desc="quadratic")
+    fit_quadratic(10.0)  # the loss grows 19**2 times an epoch: said, before it overflows
+    assert ("quadratic: the training loss of epoch 3 (3.26e+06) is over 1000 times that of "
+            "epoch 1 (25)") in capsys.readouterr().out
+    with pytest.raises(TrainingDiverged, match="quadratic diverged in epoch 2: its training "
+                                               "loss .inf. or weights are not finite"):
+        fit_quadratic(1e30)  # w = -1e31 after epoch 1: its square overflows float32

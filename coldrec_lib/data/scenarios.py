@@ -373,11 +373,24 @@ def genre_time_scenarios(data: Interactions, n_slices: int = 4, min_users: int =
     """MovieLens scenarios: (genre, time slice) with the slice's interactions of films of that
     genre. Slices have equal numbers of interactions (by timestamp). Candidates: the genre's films
     rated in the slice. Scenarios with fewer than ``min_users`` users or ``min_candidates``
-    candidates are left out (so the checks of `ScenarioSet.from_tables` pass)."""
+    candidates are left out (so the checks of `ScenarioSet.from_tables` pass); an empty time
+    slice, items without genres or no scenario left are errors that name the field."""
     names, genres = item_genres(data)
+    no_genre = int((~genres[1:].any(1)).sum())
+    if no_genre > data.n_items / 2:
+        raise DataError(data.name, "item_features", f"genres for the rated items, under the "
+                        f"ratings' item ids; {no_genre:,} of {data.n_items:,} items have none "
+                        "(do the item table's ids match those of the ratings?)")
     frame = data.frame
-    edges = np.quantile(frame["timestamp"].to_numpy(), np.linspace(0, 1, n_slices + 1)[1:-1])
-    slice_of = np.searchsorted(edges, frame["timestamp"].to_numpy(), side="right")
+    timestamps = frame["timestamp"].to_numpy()
+    edges = np.quantile(timestamps, np.linspace(0, 1, n_slices + 1)[1:-1])
+    slice_of = np.searchsorted(edges, timestamps, side="right")
+    empty = int((np.bincount(slice_of, minlength=n_slices) == 0).sum())
+    if empty:
+        raise DataError(data.name, "timestamp", f"timestamps that split the interactions into "
+                        f"n_slices={n_slices} time slices of equal size; {empty} slices are empty "
+                        f"(only {len(np.unique(timestamps)):,} distinct timestamps): give real "
+                        "timestamps or fewer slices")
     item_genre = genres[frame["item"].to_numpy()]                     # [rows, G]
     rows, genre = np.nonzero(item_genre)
     table = pd.DataFrame({"key": genre * n_slices + slice_of[rows],
@@ -386,6 +399,10 @@ def genre_time_scenarios(data: Interactions, n_slices: int = 4, min_users: int =
     users = table.groupby("key")["user"].nunique()
     items = table.groupby("key")["item"].nunique()
     keep = users.index[(users >= min_users).to_numpy() & (items >= min_candidates).to_numpy()]
+    if len(keep) == 0:
+        raise DataError(data.name, "scenarios", f"a (genre, time slice) with at least "
+                        f"min_users={min_users} users and min_candidates={min_candidates} films; "
+                        f"none of the {len(names) * n_slices} has")
     table = table[table["key"].isin(keep)]
     renumber = {key: s for s, key in enumerate(keep)}
     table["scenario"] = table["key"].map(renumber)

@@ -125,6 +125,16 @@ def parse_setting(key: str, value, current):
                          f"({type(current).__name__}); {error}") from None
 
 
+def require_positive(settings: dict, *keys: str) -> None:
+    """An error naming the first (dotted) setting of ``keys`` below 1, e.g. ``max_epochs=0``."""
+    for key in keys:
+        value = settings
+        for name in key.split("."):
+            value = value[name]
+        if value < 1:
+            raise ValueError(f"setting {key}={value!r}: expected a whole number >= 1")
+
+
 def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
     """``["key=value", ...]`` (``--set``, repeatable) as an ordered dict."""
     overrides = {}

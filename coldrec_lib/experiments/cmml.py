@@ -13,8 +13,6 @@ s2Meta at their initialisation (no adaptation).
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..data.scenarios import (ScenarioSet, ScenarioSplit, defined_scenarios,
@@ -25,8 +23,8 @@ from ..models.cmml import CMML, CMMLConfig
 from ..models.s2meta import S2Meta, S2MetaConfig
 from ..models.scenario import FirstOrderMAML, MAMLConfig, SupportPopularity
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
-                        seed_everything)
-from . import dataset_settings, get_data
+                        seed_everything, seed_model)
+from . import dataset_settings, get_data, require_positive
 
 _TASKS = {"support": 64, "query": 128, "n_negatives": 2, "max_support": 512}
 PRESETS = {
@@ -153,7 +151,13 @@ def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> di
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
+    """Every row of the table; each trained model is seeded with its own generator
+    (`seed_model`), so a run resumed with some models loaded from checkpoints trains the others
+    exactly as a straight run does."""
     config = settings_for(dataset, preset, overrides)
+    require_positive(config, "dim", "mf_epochs", "support", "query", "n_negatives",
+                     "max_support", "scenarios_per_batch", "batches_per_epoch", "max_epochs",
+                     "eval_every", "patience")
     device = default_device()
     generator = seed_everything(seed)
     split = make_split(dataset, config, data_path, seed)
@@ -168,12 +172,10 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     models = build_models(embeddings, config)
     for name, model in models.items():
         model.to(device)
-        start = time.perf_counter()
-        history = train_scenario_model(model, split, config, generator, valid, progress, name,
-                                       checkpoints)
+        history = train_scenario_model(model, split, config, seed_model(seed, name), valid,
+                                       progress, name, checkpoints)
         extra = {"best_epoch": history.best_epoch, "valid Recall@20": history.best_value,
-                 "first loss": history.history[0]["loss"], "last loss": history.history[-1]["loss"],
-                 "train seconds": time.perf_counter() - start}
+                 "first loss": history.history[0]["loss"], "last loss": history.history[-1]["loss"]}
         result = test.evaluate(model, name)
         if isinstance(model, S2Meta):
             steps, sizes = s2meta_diagnostics(model, test)

@@ -17,9 +17,9 @@ from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
 from ..models import (BERT4Rec, BERT4RecConfig, BPRMF, BPRMFConfig, GRU4Rec, GRU4RecConfig,
                       NARM, NARMConfig, Popularity, SASRec, SASRecConfig, pair_batches)
 from ..models.successor import MostFrequentSuccessor
-from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
-                        seed_everything)
-from . import dataset_settings, get_data
+from ..training import (DIVERGED_COLUMN, Checkpoints, FitResult, TrainingDiverged,
+                        checkpoint_args, default_device, fit, phase, seed_everything, seed_model)
+from . import dataset_settings, get_data, require_positive
 
 BACKBONES = {"GRU4Rec": (GRU4Rec, GRU4RecConfig), "NARM": (NARM, NARMConfig),
              "SASRec": (SASRec, SASRecConfig), "BERT4Rec": (BERT4Rec, BERT4RecConfig)}
@@ -32,7 +32,7 @@ PRESETS = {
     # they pick up the transitions: batch 32, lr 1e-2 and patience 4 get every backbone past that
     # (each beat popularity, seen items masked, in seeds 0-4; notebook 06)
     "smoke": {"synthetic": {"n_users": 600, "n_items": 200}, "max_epochs": 12, "patience": 4,
-              "time_budget": None, "bpr_epochs": 20,
+              "time_budget": None, "bpr_epochs": 20, "eval_batch_size": None,
               "backbone": {"max_len": 20, "dim": 32, "batch_size": 32, "lr": 1e-2},
               "models": {"SASRec": {"n_layers": 1, "n_heads": 1},
                          "BERT4Rec": {"n_layers": 1, "n_heads": 1}}},
@@ -43,10 +43,17 @@ PRESETS = {
     # (README, "Against RecBole"). Patience 20: validation NDCG@10 over 943 users moves by
     # ~0.005 from epoch to epoch, and a patience of 5 stopped BERT4Rec while it still improved.
     "full": {"synthetic": {"n_users": 3000, "n_items": 1500}, "max_epochs": 200, "patience": 20,
-             "time_budget": None, "bpr_epochs": 100,
+             "time_budget": None, "bpr_epochs": 100, "eval_batch_size": None,
              "backbone": {"max_len": 50, "dim": 64, "batch_size": 16, "lr": 5e-3},
              "models": {"SASRec": {"batch_size": 32}}},
 }
+
+
+def make_evaluator(eval_set, protocol, split: Split, settings: dict, device) -> Evaluator:
+    """Users scored ``eval_batch_size`` at a time (``None``: as many as bound the memory of a
+    batch's scores over the catalogue, `Evaluator`)."""
+    return Evaluator(eval_set, protocol, split.n_items, settings["eval_batch_size"],
+                     device=device)
 
 
 def build_backbone(name: str, n_items: int, settings: dict, device=None):
@@ -63,7 +70,7 @@ def train_backbone(name: str, split: Split, settings: dict, generator: torch.Gen
     device = device or default_device()
     model = build_backbone(name, split.n_items, settings, device)
     sequences = split.train_sequences()
-    valid = Evaluator(split.valid, PROTOCOLS["full, seen masked"], split.n_items, device=device)
+    valid = make_evaluator(split.valid, PROTOCOLS["full, seen masked"], split, settings, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr,
                                  weight_decay=model.config.weight_decay)
     result = fit(model, optimizer, lambda epoch: model.epoch_batches(sequences, generator,
@@ -79,7 +86,7 @@ def train_bpr(split: Split, settings: dict, generator: torch.Generator, device=N
               ) -> tuple[BPRMF, FitResult]:
     device = device or default_device()
     model = BPRMF(split.n_users, split.n_items, BPRMFConfig()).to(device)
-    valid = Evaluator(split.valid, PROTOCOLS["full, seen masked"], split.n_items, device=device)
+    valid = make_evaluator(split.valid, PROTOCOLS["full, seen masked"], split, settings, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr,
                                  weight_decay=model.config.weight_decay)
     result = fit(model, optimizer,
@@ -99,8 +106,13 @@ def settings_for(dataset: str, preset: str, overrides: dict | None = None) -> di
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         data_path: str | None = None, progress: bool = False, overrides: dict | None = None,
         checkpoint_dir=None) -> ResultsTable:
+    """Every model of the table; each is seeded with its own generator (`seed_model`), so a run
+    resumed with some models loaded from checkpoints trains the others exactly as a straight
+    run does."""
     settings = settings_for(dataset, preset, overrides)
-    generator = seed_everything(seed)
+    require_positive(settings, "max_epochs", "bpr_epochs", "patience", "backbone.max_len",
+                     "backbone.dim", "backbone.batch_size")
+    seed_everything(seed)
     with phase(f"data: {dataset}", progress):
         data = get_data(dataset, data_path, seed, **settings.get("synthetic", {}))
         split = leave_one_out(data)
@@ -110,17 +122,25 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     models = {"Popularity": Popularity(split.train, split.n_items).to(device)}
     models["Successor"] = MostFrequentSuccessor(split.train, split.n_items).to(device)
     extra = {"Popularity": {"best epoch": 0, "epochs": 0}}
-    trainers = {"BPR-MF": lambda: train_bpr(split, settings, generator, device, progress,
-                                            checkpoints)}
-    trainers.update({name: (lambda name=name: train_backbone(name, split, settings, generator,
-                                                             device, progress, None, checkpoints))
-                     for name in BACKBONES})
-    for name, trainer in trainers.items():
-        models[name], result = trainer()
+    diverged = []
+    for name in ("BPR-MF", *BACKBONES):
+        generator = seed_model(seed, name)
+        try:
+            models[name], result = (
+                train_bpr(split, settings, generator, device, progress, checkpoints)
+                if name == "BPR-MF" else
+                train_backbone(name, split, settings, generator, device, progress, None,
+                               checkpoints))
+        except TrainingDiverged as error:  # the other models' results are kept
+            print(f"{error}; its rows are marked diverged")
+            diverged.append(error)
+            continue
         extra[name] = {"best epoch": result.best_epoch, "epochs": len(result.history)}
 
     table = ResultsTable(f"Sequential next-item recommendation ({split!r})", data.name, preset)
-    tests = {name: Evaluator(split.test, protocol, split.n_items, device=device)
+    tests = {name: make_evaluator(split.test, protocol, split, settings, device)
              for name, protocol in PROTOCOLS.items()}
     evaluate_models(models, tests, table, extra, progress=progress)
+    table.rows += [{"model": error.model, "protocol": protocol, "users": len(split.test),
+                    DIVERGED_COLUMN: error.epoch} for error in diverged for protocol in PROTOCOLS]
     return table
