@@ -44,7 +44,7 @@ def test_the_evaluation_batch_size_is_a_setting_that_changes_no_number():
     default = sequential.run("synthetic", "smoke", overrides=small)
     batches_of_7 = sequential.run("synthetic", "smoke", overrides={**small,
                                                                    "eval_batch_size": "7"})
-    assert len(default.rows) == 12 and batches_of_7.rows == default.rows
+    assert len(default.rows) == 14 and batches_of_7.rows == default.rows  # 7 models x 2 protocols
 
 
 def test_the_default_evaluation_batch_bounds_the_memory_of_a_large_catalogue():
