@@ -1,4 +1,4 @@
-"""Generation benchmark (issue 12): users per second for 30-sequence sampling over 10 steps,
+"""Generation benchmark: users per second for 30-sequence sampling over 10 steps,
 coldrec's batched decoding (one prompt encoding per user, its key/value cache repeated for the 30
 sequences, many users at once) against Hugging Face ``generate()`` called user by user, as the
 authors' code does; measured in this one run on the same model and users.
@@ -34,7 +34,8 @@ from coldrec_lib.models.gpt2rec import GPT2Rec, GPT2RecConfig
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 STRATEGY = Sampling(temperature=0.6, top_k=20, n_sequences=30, aggregation="rra")
-# The authors' code on ML-100K, one thread (issue 12): users/s for 30 sequences x 10 steps
+# The authors' code (dalibra/autoregressive-generation-strategies-longterm-seqrec) on ML-100K,
+# one thread: users/s for 30 sequences x 10 steps
 ANCHORS = {"generate() user by user": 25.0, "generate() in batches of 16": 16.3,
            "generate() in one call, all users": 7.1, "one call, users sorted by length": 25.9,
            "their RRA end to end": 16.7}
@@ -131,7 +132,7 @@ def main() -> None:
           f"{TARGET_SPEEDUP:.0f}x); RRA {rates['rra'][1]:.1f} users per CPU second "
           f"(target >= {TARGET_RRA:.0f})")
     print(f"greedy decoding, {n_hf} users: coldrec and generate() identical: {identical}")
-    print("\nthe authors' code on ML-100K, one thread (issue 12; not measured here), users/s:")
+    print("\nthe authors' code on ML-100K, one thread (not measured here), users/s:")
     for name, value in ANCHORS.items():
         print(f"  {name:36s} {value:6.1f}")
     if not identical:

@@ -88,24 +88,35 @@ def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks=(10,),
         raise ValueError("every user needs at least one relevant candidate")
     top = top_ranked(scores, relevant, max(ks))
     hits = relevant.gather(1, top).float()  # [B, k], best first
-    positions = torch.arange(1, hits.shape[1] + 1, device=hits.device, dtype=torch.float32)
-    # the first relevant item is the best-scoring one; pessimistic ties put every non-relevant
-    # item with a score at least as high above it
-    best_relevant = scores.masked_fill(~relevant, float("-inf")).max(1, keepdim=True).values
-    first_rank = 1 + ((scores >= best_relevant) & ~relevant).sum(1)
-
+    first_rank = first_relevant_rank(scores, relevant)
     out = {"MRR": 1.0 / first_rank.float()}
     for k in ks:
-        top_k = hits[:, :k]
-        n_hits = top_k.sum(1)
-        capped = torch.clamp(n_relevant, max=k).float()
-        out[f"HR@{k}"] = (n_hits > 0).float()
-        out[f"Recall@{k}"] = n_hits / (n_relevant.float() if recall_denominator == "R" else capped)
-        out[f"NDCG@{k}"] = ndcg_from_hits(top_k, n_relevant, k)
-        precision_at_i = top_k.cumsum(1) / positions[:k]
-        out[f"MAP@{k}"] = (top_k * precision_at_i).sum(1) / capped
-        out[f"MRR@{k}"] = out["MRR"] * (first_rank <= k)
+        out.update(metrics_at_k(hits, n_relevant, first_rank, k, recall_denominator))
     return out, top
+
+
+def first_relevant_rank(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """The rank of each row's best-scoring relevant item ``[B]``, ties pessimistic: every
+    non-relevant item scoring at least as high ranks above it (MRR is one over this rank)."""
+    best_relevant = scores.masked_fill(~relevant, float("-inf")).max(1, keepdim=True).values
+    return 1 + ((scores >= best_relevant) & ~relevant).sum(1)
+
+
+def metrics_at_k(hits: torch.Tensor, n_relevant: torch.Tensor, first_rank: torch.Tensor, k: int,
+                 recall_denominator: str = "R") -> dict[str, torch.Tensor]:
+    """HR@k, Recall@k, NDCG@k, MAP@k and MRR@k ``{name: [B]}`` from the hits down the ranking
+    ``hits [B, >= k]`` (1.0 where the item at that place is relevant), ``R = n_relevant`` and
+    `first_relevant_rank`; the equations of `00_foundations`, section "Metrics"."""
+    top_k = hits[:, :k]
+    n_hits = top_k.sum(1)
+    capped = torch.clamp(n_relevant, max=k).float()                            # min(k, R)
+    positions = torch.arange(1, k + 1, device=hits.device, dtype=torch.float32)
+    precision_at_i = top_k.cumsum(1) / positions
+    return {f"HR@{k}": (n_hits > 0).float(),
+            f"Recall@{k}": n_hits / (n_relevant.float() if recall_denominator == "R" else capped),
+            f"NDCG@{k}": ndcg_from_hits(top_k, n_relevant, k),
+            f"MAP@{k}": (top_k * precision_at_i).sum(1) / capped,
+            f"MRR@{k}": (1.0 / first_rank.float()) * (first_rank <= k)}
 
 
 def horizon_curves(top: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ def test_run_foundations_prints_and_writes_the_table(tmp_path, capsys):
         assert rows[("BPR-MF", protocol)]["NDCG@10"] > rows[("Popularity", protocol)]["NDCG@10"]
 
 
-# ---------------------------------------------------------------------- issue 9: the CLI
+# ---------------------------------------------------------------------- the CLI
 import inspect  # noqa: E402
 
 import pytest  # noqa: E402

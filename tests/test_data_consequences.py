@@ -1,4 +1,4 @@
-"""What the data policies change downstream (issue 9): duplicated rows no longer move a metric
+"""What the data policies change downstream: duplicated rows do not move a metric
 or put a test target into the fold-in history, and a cold-start user gets recommendations."""
 import warnings
 

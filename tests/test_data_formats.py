@@ -1,5 +1,5 @@
 """Readers on the files exactly as published (bytes and encodings), the MetaTL-format reader,
-compressed / BOM files, failed downloads and recorded checksums (issue 9). No network."""
+compressed / BOM files, failed downloads and recorded checksums. No network."""
 import gzip
 import hashlib
 import zipfile

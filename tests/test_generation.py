@@ -1,4 +1,4 @@
-"""GPT-2 next-item model, generation strategies, horizon metrics (issue 12)."""
+"""GPT-2 next-item model, generation strategies, horizon metrics."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded from a model hub

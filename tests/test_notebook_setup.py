@@ -1,4 +1,4 @@
-"""What a reader meets first (issue 9): Jupyter in the dev extras, notebooks that ask Colab for a
+"""What a reader meets first: Jupyter in the dev extras, notebooks that ask Colab for a
 GPU, one install URL, and a visible warning when a full run is slow or falls back."""
 import json
 import re

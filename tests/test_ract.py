@@ -206,8 +206,8 @@ class ScriptedCriticValidation:
 
 
 def test_stage2_trains_past_a_negative_start_to_a_plateau_and_keeps_the_last_critic(tmp_path):
-    """Seeds 1 and 3 of the old ML-100K reference: R^2 negative (and falling) in the first epochs
-    made early stopping keep epoch 1, a near-constant critic. Stage 2 now trains at least
+    """R^2 negative (and falling) in the first epochs, as in some ML-100K seeds, must not make
+    early stopping keep epoch 1, a near-constant critic: stage 2 trains at least
     ``critic_min_epochs`` and stops only once R^2 has plateaued, keeping the last critic."""
     r2 = [-0.2, -0.3, -0.4, -0.5, -0.3, 0.1, 0.3, 0.4, 0.41, 0.411, 0.41, 0.409] + [0.0] * 20
     settings = {**TINY["ract"], "critic_epochs": 30, "critic_min_epochs": 8, "patience": 3,

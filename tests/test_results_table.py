@@ -1,5 +1,5 @@
 """The results table says how many users each row was computed on and fits a terminal; the
-JSON keeps every column (issue 9)."""
+JSON keeps every column."""
 import json
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Checkpoints that cannot corrupt a result (issue 9): a truncated file names itself, a killed
+"""Checkpoints that cannot corrupt a result: a truncated file names itself, a killed
 save leaves no temporary files for ever, and a model is only reloaded when it was made on the
 same data, split, settings and seed."""
 import os

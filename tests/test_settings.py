@@ -1,4 +1,4 @@
-"""``--set key=value``: preset settings overridden without editing code (issue 9)."""
+"""``--set key=value``: preset settings overridden without editing code."""
 from functools import reduce
 
 import pytest

@@ -136,8 +136,8 @@ def test_eval_batch_padding(synthetic):
 
 
 # ---------------------------------------------------------------- every sequence is its user's own
-# Issue 8: users numbered in string order and rows never re-sorted gave 23,610 of 23,612
-# training users another user's items. Frames here have two-digit or string ids (whose string
+# Users numbered in string order with rows never re-sorted would give training users another
+# user's items. Frames here have two-digit or string ids (whose string
 # order differs from numeric order), shuffled rows, tied timestamps and repeated pairs.
 @st.composite
 def raw_frames(draw, parts=("",)):
@@ -234,7 +234,7 @@ def test_cold_start_by_part_sequences_are_each_users_own(frame, seed):
 
 
 def test_cold_start_by_part_with_two_digit_ids_trains_on_each_users_own_items():
-    """The regression of issue 8, written out: 12 users per part, ids 1..12, 2..6 items each."""
+    """Every training user keeps their own items, written out: 12 users per part, ids 1..12, 2..6 items each."""
     def items(user, part):
         return [100 * user + step + (part == "train") * 50 for step in range(2 + user % 5)]
 

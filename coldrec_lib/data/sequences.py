@@ -29,8 +29,7 @@ class Sequences:
         """Each user's items of ``frame`` (columns ``user``, ``item``, ``rating`` and optionally
         ``timestamp``) in time order, ties in row order. The rows are sorted here (a no-op
         when they already are), so rows in any order give every user their own items: the
-        invariant does not depend on the caller (issue 8: unsorted rows gave users each other's
-        items)."""
+        invariant does not depend on the caller."""
         users = frame["user"].to_numpy()
         if len(users) and (users.min() < 0 or users.max() >= n_users):
             raise DataError("sequences", "user", f"user ids in 0..{n_users - 1}; found "

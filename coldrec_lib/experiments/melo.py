@@ -72,7 +72,7 @@ PRESETS = {
     },
 }
 
-# The authors' code run on ML-100K for 60 meta-iterations, two seeds (issue 11); the paper's own
+# The authors' code (YangYongJin/MELO) run on ML-100K for 60 meta-iterations, two seeds; the paper's own
 # ML-1M numbers are not in our notes (../shared/papers/melo.md), so nothing is typed for them.
 AUTHORS_ML100K = {"RMSE (pooled, range over seeds)": "1.04-1.20",
                   "RMSE@1 MELO": "2.33-2.34", "RMSE@1 MAML": "2.51-2.83"}

@@ -48,7 +48,7 @@ PRESETS = {
     },
 }
 
-# Seed notebook run of the authors' code (Electronics, K=3, sampled-100 protocol), metatl.md.
+# A run of the authors' code (wangjlgz/MetaTL; Electronics, K=3, sampled-100 protocol), metatl.md.
 PAPER = {"MRR": 0.336, "NDCG@5": 0.341, "NDCG@10": 0.383, "HR@1": 0.214, "HR@5": 0.458,
          "HR@10": 0.588}
 PROTOCOLS = {"sampled-100": SampledRanking(n_negatives=100, seed=0, ks=(1, 5, 10)),

@@ -1,4 +1,4 @@
-"""Sequential next-item experiment (issue 10; taught in notebook `06_sequential_backbones`,
+"""Sequential next-item experiment (taught in notebook `06_sequential_backbones`,
 cited by 02 and 05): popularity, BPR-MF and the four backbones (GRU4Rec, NARM, SASRec, BERT4Rec)
 on a leave-one-out split, ranked over the whole catalogue with the user's seen items masked, and
 unmasked beside it (RecBole's sequential default does not mask).

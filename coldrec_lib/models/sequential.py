@@ -98,7 +98,7 @@ class SequentialBackbone(Recommender):
         self.n_items, self.config = n_items, config
         self.items = nn.Embedding(n_items + 1 + n_extra_tokens, config.dim, padding_idx=PAD)
         # the rating head starts at zero (predicts the middle of the range) and draws no random
-        # numbers, so adding it changed no existing model's initialisation
+        # numbers, so the other parameters' initialisation does not depend on it
         self.rating_weight = nn.Parameter(torch.zeros(config.dim))
         self.rating_bias = nn.Parameter(torch.zeros(()))
 
@@ -287,24 +287,29 @@ def gru_layers(gru: nn.GRU, x: torch.Tensor, real: torch.Tensor, recurrence) -> 
 
 
 def unrolled_gru(gru: nn.GRU, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """``nn.GRU``'s equations written out, layer by layer and step by step, with its weights:
-    ``r, z = sigmoid(W_i{r,z} x_t + W_h{r,z} h + b)``, ``n = tanh(W_in x_t + b_in + r * (W_hn h
-    + b_hn))``, ``h_t = (1 - z) * n + z * h``. The state stays 0 over the left padding, so the
-    first real item starts from h = 0 as in the packed path; between layers the module's dropout.
-    """
+    """``nn.GRU``'s equations written out, layer by layer and step by step (`gru_step`), with its
+    weights. The state stays 0 over the left padding, so the first real item starts from h = 0 as
+    in the packed path; between layers the module's dropout."""
     return gru_layers(gru, x, real, _unrolled_recurrence)
+
+
+def gru_step(gates_x: torch.Tensor, h: torch.Tensor, w_hh: torch.Tensor,
+             b_hh: torch.Tensor) -> torch.Tensor:
+    """One GRU step (Hidasi et al. 2016, eq. 1-4, torch's convention): ``gates_x [B, 3h]`` holds
+    the input terms ``W_{r,z,n} x_t + b`` of the three gates, ``h [B, h]`` the previous state;
+    returns ``h_t``. `06_sequential_backbones`, section "GRU4Rec"."""
+    r_x, z_x, n_x = gates_x.chunk(3, -1)
+    r_h, z_h, n_h = F.linear(h, w_hh, b_hh).chunk(3, -1)
+    r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)   # reset and update gates
+    candidate = torch.tanh(n_x + r * n_h)                          # h~_t
+    return (1 - z) * candidate + z * h
 
 
 def _unrolled_recurrence(gates_x, keep, w_hh, b_hh):
     h = gates_x.new_zeros(gates_x.shape[0], w_hh.shape[1])
     states = []
     for t, step_x in enumerate(gates_x.unbind(1)):
-        gates_h = F.linear(h, w_hh, b_hh)
-        r_x, z_x, n_x = step_x.chunk(3, -1)
-        r_h, z_h, n_h = gates_h.chunk(3, -1)
-        r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
-        candidate = torch.tanh(n_x + r * n_h)
-        h = keep[:, t] * ((1 - z) * candidate + z * h)
+        h = keep[:, t] * gru_step(step_x, h, w_hh, b_hh)
         states.append(h)
     return torch.stack(states, 1)
 
