@@ -1,5 +1,6 @@
 """Property tests: nothing held out leaks into training, and every sequence a split builds is
 that user's own items in time order, for every split."""
+import numbers
 import warnings
 
 import numpy as np
@@ -223,7 +224,7 @@ def test_cold_start_by_part_sequences_are_each_users_own(frame, seed):
     data, own = as_interactions(frame), own_items(frame, key=("part", "user"))
     split = cold_start_by_part(data, seed=seed)
     # users are numbered in (part, raw id) order, numeric for numeric ids
-    keys = sorted(own, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else str(k[1])))
+    keys = sorted(own, key=lambda k: (k[0], k[1] if isinstance(k[1], numbers.Integral) else str(k[1])))
     assert split.n_users == len(keys)
     assert_sequences(split.train_sequences(), keys,
                      {k: [i for i, _ in v] for k, v in own.items() if k[0] == "train"}, data)
