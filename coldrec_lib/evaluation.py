@@ -227,6 +227,7 @@ class ResultsTable:
     machine: str = field(default_factory=lambda: describe_machine())
     seed: int | None = None
     overrides: dict[str, str] = field(default_factory=dict)
+    data: dict[str, str] = field(default_factory=dict)  # read from a folder: its path and sha256
 
     def add(self, result: EvalResult, protocol_name: str = "", **extra) -> None:
         key = protocol_name or result.protocol
@@ -255,7 +256,8 @@ class ResultsTable:
     def format(self, width: int = 100) -> str:
         """The table in lines of at most ``width`` characters: the title and protocols wrapped,
         the columns in blocks that each repeat the model and protocol columns."""
-        header = (f"{self.title} | data: {self.dataset} | preset: {self.preset}"
+        source = f" ({self.data['path']}, sha256 {self.data['sha256'][:8]})" if self.data else ""
+        header = (f"{self.title} | data: {self.dataset}{source} | preset: {self.preset}"
                   + ("" if self.seed is None else f" | seed: {self.seed}")
                   + "".join(f" | {k}={v}" for k, v in self.overrides.items())
                   + f" | {self.machine}")
