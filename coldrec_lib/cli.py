@@ -4,10 +4,11 @@ Prints the results table (with data, preset, seed, machine and protocols; every 
 many users it was computed on) and writes it, with everything, as JSON to
 ``results/<experiment>-<dataset>-<preset>-seed<seed>.json`` (or ``--out``; ``--set`` overrides
 are added to the default name; data read from ``--data-path`` adds ``@<digest>`` to the dataset,
-and its path and sha256 are in the JSON, so other data's results are never replaced). ``--set key=value`` (repeatable) changes a preset's setting,
-e.g. ``--set sasrec_epochs=4 --set sasrec.n_layers=1``; ``--checkpoint-dir DIR`` (or
-``--resume``: ``checkpoints/<experiment>-<dataset>-<preset>-seed<seed>``) keeps every finished
-model, so an interrupted run started again loads them instead of training them again.
+and its path and sha256 are in the JSON, so other data's results are never replaced).
+``--set key=value`` (repeatable) changes a preset's setting, e.g. ``--set sasrec_epochs=4
+--set sasrec.n_layers=1``; ``--checkpoint-dir DIR`` (or ``--resume``:
+``checkpoints/<experiment>-<dataset>-<preset>-seed<seed>``) keeps every finished model, so an
+interrupted run started again loads them instead of training them again.
 ``python -m coldrec_lib reference <experiment> --dataset ml-100k --seeds 0 1 2`` makes the
 reference table a notebook shows (`coldrec_lib.references`).
 """

@@ -97,7 +97,7 @@ def test_recommend_new_user_with_a_per_user_model_says_why(shop):
     assert len(recommend(PerUser(), shop, "a", k=1)) == 1
 
 
-# ---------------------------------------------------------------- recommend: what is left, who needs a history
+# ---------------------------------------------------------------- recommend: what is left
 @pytest.fixture
 def catalogue():
     """30 items with titles; user "a" saw the 12 items 101..112, the others two each."""
