@@ -3,19 +3,22 @@
 Prints the results table (with data, preset, seed, machine and protocols; every row says how
 many users it was computed on) and writes it, with everything, as JSON to
 ``results/<experiment>-<dataset>-<preset>-seed<seed>.json`` (or ``--out``; ``--set`` overrides
-are added to the default name). ``--set key=value`` (repeatable) changes a preset's setting,
-e.g. ``--set sasrec_epochs=4 --set sasrec.n_layers=1``; ``--checkpoint-dir DIR`` (or
-``--resume``: ``checkpoints/<experiment>-<dataset>-<preset>-seed<seed>``) keeps every finished
-model, so an interrupted run started again loads them instead of training them again (with the
-same ``--threads``: a checkpoint trained with others is refused). A model whose training
-diverges is named with its epoch; the sequential experiment still writes the other models'
-results, marks its rows (``diverged in epoch``) and exits with status 1.
+are added to the default name; data read from ``--data-path`` adds ``@<digest>`` to the dataset,
+and its path and sha256 are in the JSON, so other data's results are never replaced).
+``--set key=value`` (repeatable) changes a preset's setting, e.g. ``--set sasrec_epochs=4
+--set sasrec.n_layers=1``; ``--checkpoint-dir DIR`` (or ``--resume``:
+``checkpoints/<experiment>-<dataset>-<preset>-seed<seed>``) keeps every finished model, so an
+interrupted run started again loads them instead of training them again (with the same
+``--threads``: a checkpoint trained with others is refused). A model whose training diverges is
+named with its epoch; the sequential experiment still writes the other models' results, marks
+its rows (``diverged in epoch``) and exits with status 1.
 ``python -m coldrec_lib reference <experiment> --dataset ml-100k --seeds 0 1 2`` makes the
 reference table a notebook shows (`coldrec_lib.references`).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .data import DATASETS
+from .data.datasets import file_hash
 from .data.errors import DataError
 from .experiments import EXPERIMENTS, get_experiment, parse_overrides
 from .references import REFERENCE_DIR, Reference, combine, run_reference
@@ -41,11 +45,28 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def run_name(args, overrides: dict[str, str]) -> str:
-    """``<experiment>-<dataset>-<preset>-seed<seed>`` and the overrides, as a file name."""
-    name = f"{args.experiment}-{args.dataset}-{args.preset}-seed{args.seed}"
+def data_identity(data_path: str | None) -> dict[str, str]:
+    """The ``--data-path`` folder as the results record it: its resolved path and a sha256 over
+    the names and contents of its files (two folders of different data never share a results
+    file; the same files anywhere give the same digest). Empty without ``--data-path``."""
+    if data_path is None:
+        return {}
+    folder = Path(data_path).resolve()
+    if not folder.is_dir():
+        raise ValueError(f"--data-path {data_path}: expected a folder holding the dataset's files")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{path.name}\0{file_hash(path, 'sha256')}\0".encode())
+    return {"path": str(folder), "sha256": digest.hexdigest()}
+
+
+def run_name(args, overrides: dict[str, str], data: dict[str, str]) -> str:
+    """``<experiment>-<dataset>-<preset>-seed<seed>``, the first 8 digits of the data's digest
+    after the dataset when read from ``--data-path``, and the overrides, as a file name."""
+    dataset = args.dataset + (f"@{data['sha256'][:8]}" if data else "")
+    name = f"{args.experiment}-{dataset}-{args.preset}-seed{args.seed}"
     name += "".join(f"-{key}={value}" for key, value in overrides.items())
-    return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", name)
+    return re.sub(r"[^A-Za-z0-9_.=,@-]+", "_", name)
 
 
 def check_writable(path: Path) -> None:
@@ -130,14 +151,15 @@ def run_command(args) -> int:
         print(f"reference written to {result.save(args.out_dir or REFERENCE_DIR)}")
         return 0
     overrides = parse_overrides(args.overrides)
-    name = run_name(args, overrides)
+    data = data_identity(args.data_path)
+    name = run_name(args, overrides, data)
     out = Path(args.out or f"results/{name}.json")
     check_writable(out)
     checkpoint_dir = args.checkpoint_dir or (f"checkpoints/{name}" if args.resume else None)
     experiment = get_experiment(args.experiment)
     table = experiment.run(args.dataset, args.preset, seed=args.seed, data_path=args.data_path,
                            progress=True, overrides=overrides, checkpoint_dir=checkpoint_dir)
-    table.seed, table.overrides = args.seed, overrides
+    table.seed, table.overrides, table.data = args.seed, overrides, data
     print(table)
     replaced = out.exists()
     table.save_json(out)

@@ -17,6 +17,7 @@ import json
 import math
 import platform
 import textwrap
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -236,6 +237,7 @@ class ResultsTable:
     seed: int | None = None
     overrides: dict[str, str] = field(default_factory=dict)
     diagnostics: dict[str, dict] = field(default_factory=dict)  # model -> curves, per-epoch lists
+    data: dict[str, str] = field(default_factory=dict)  # read from a folder: its path and sha256
 
     def add(self, result: EvalResult, protocol_name: str = "", **extra) -> None:
         key = protocol_name or result.protocol
@@ -264,7 +266,8 @@ class ResultsTable:
     def format(self, width: int = 100) -> str:
         """The table in lines of at most ``width`` characters: the title and protocols wrapped,
         the columns in blocks that each repeat the model and protocol columns."""
-        header = (f"{self.title} | data: {self.dataset} | preset: {self.preset}"
+        source = f" ({self.data['path']}, sha256 {self.data['sha256'][:8]})" if self.data else ""
+        header = (f"{self.title} | data: {self.dataset}{source} | preset: {self.preset}"
                   + ("" if self.seed is None else f" | seed: {self.seed}")
                   + "".join(f" | {k}={v}" for k, v in self.overrides.items())
                   + f" | {self.machine}")
@@ -348,7 +351,11 @@ def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFr
     A user who is not in ``data`` (cold start: e.g. ``"brand-new-user"``) is recommended for from
     ``raw_history``, the raw ids of the few items they interacted with, oldest first: models that
     read the history (popularity, SASRec, MetaTL, Mult-VAE) need nothing else; a model with one
-    embedding per training user cannot score them and says so.
+    embedding per training user cannot score them and says so. A model that predicts from the
+    history (the sequence models, GPT-2, MetaTL: ``model.min_history`` items at least) refuses a
+    shorter one, e.g. ``raw_history=[]``, with a `DataError`; popularity, BPR-MF and Mult-VAE
+    need none. Only items outside the history are returned: fewer than ``k`` (with a warning)
+    when fewer are left.
     """
     from .data.errors import DataError
 
@@ -369,6 +376,11 @@ def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFr
             raise DataError(data.name, "raw_history", f"raw item ids of {data.name} (the model "
                             f"has no embedding for others); unknown: {unknown[:10]!r}")
         history = data.to_internal_items(raw_history)
+    needed = getattr(model, "min_history", 0)
+    if len(history) < needed:
+        raise DataError(data.name, "raw_history", f"at least {needed} item(s): "
+                        f"{type(model).__name__} predicts from the history; got {len(history)} "
+                        "(popularity, BPR-MF or Mult-VAE recommend without one)")
     # a new user gets id n_users: out of range for a per-user table, so it can never silently
     # read another user's row
     users = torch.tensor([data.n_users if user is None else user])
@@ -383,7 +395,11 @@ def recommend(model, data, raw_user, k: int = 10, raw_history=None) -> pd.DataFr
             raise ValueError(f"{type(model).__name__} scores only the users it was trained on "
                              f"and {raw_user!r} is new; use a model that reads the history "
                              "(e.g. SASRec, MetaTL, Mult-VAE or popularity)") from None
-    top = scores.topk(k, dim=1)
+    available = int((scores > float("-inf")).sum())  # neither the padding item nor the history
+    if available < k:
+        warnings.warn(f"{data.name}: only {available} of {data.n_items} items are outside the "
+                      f"history of {raw_user!r}; returning {available}, not k={k}", stacklevel=2)
+    top = scores.topk(min(k, available), dim=1)
     out = pd.DataFrame({"item": data.to_raw_items(top.indices[0]), "score": top.values[0].cpu()})
     if data.item_features is not None:
         features = data.item_features.loc[top.indices[0].cpu().numpy()].reset_index(drop=True)

@@ -103,3 +103,36 @@ def test_an_interrupted_run_resumes_from_its_checkpoints(tmp_path, monkeypatch, 
     assert main(["run", "foundations", *FAST, "--resume", "--out", "d.json"]) == 0
     assert (tmp_path / "checkpoints" / "foundations-synthetic-smoke-seed0-max_epochs=3-"
             "synthetic.n_users=200-synthetic.n_items=150" / "BPR-MF.pt").exists()
+
+
+def write_u_data(folder, seed):
+    """A small data set in ML-100K's ``u.data`` layout (user, item, rating, time; tabs)."""
+    from coldrec_lib.data.synthetic import make_synthetic
+    data = make_synthetic(n_users=80, n_items=150, seed=seed)
+    frame = data.frame.assign(user=data.frame["user"] + 1)
+    folder.mkdir()
+    frame[["user", "item", "rating", "timestamp"]].astype(int).to_csv(
+        folder / "u.data", sep="\t", header=False, index=False)
+    return folder
+
+
+def test_results_of_two_data_folders_never_replace_each_other(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folders = [write_u_data(tmp_path / name, seed) for name, seed in (("a", 0), ("b", 1))]
+    saved = []
+    for folder in folders:
+        assert main(["run", "foundations", "--dataset", "ml-100k", "--data-path", str(folder),
+                     "--set", "max_epochs=1"]) == 0
+        assert "replacing" not in capsys.readouterr().out
+        files = sorted((tmp_path / "results").glob("*.json"))
+        saved.append(json.loads(files[-1].read_text()) if len(files) == len(saved) + 1 else None)
+    assert None not in saved, "the second folder's run replaced the first one's results"
+    for folder, table in zip(folders, saved):
+        assert table["data"]["path"] == str(folder.resolve())
+    assert saved[0]["data"]["sha256"] != saved[1]["data"]["sha256"]
+    # the same files in another folder are the same data: same digest, same results name
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "u.data").write_bytes((folders[0] / "u.data").read_bytes())
+    assert main(["run", "foundations", "--dataset", "ml-100k", "--data-path",
+                 str(tmp_path / "copy"), "--set", "max_epochs=1"]) == 0
+    assert "replacing the earlier file" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """What the data policies change downstream: duplicated rows do not move a metric
 or put a test target into the fold-in history, and a cold-start user gets recommendations."""
+import math
 import warnings
 
 import pandas as pd
@@ -8,6 +9,10 @@ import torch
 
 from coldrec_lib.data import DataError, Interactions, heldout_users, leave_one_out, load_dataset
 from coldrec_lib.evaluation import Evaluator, FullRanking, recommend
+from coldrec_lib.models import (BERT4Rec, BERT4RecConfig, BPRMF, BPRMFConfig, GRU4Rec,
+                                GRU4RecConfig, MetaTL, MetaTLConfig, MultVAE, MultVAEConfig, NARM,
+                                NARMConfig, SASRec, SASRecConfig)
+from coldrec_lib.models.gpt2rec import GPT2Rec, GPT2RecConfig
 from coldrec_lib.models.popularity import Popularity
 
 
@@ -90,3 +95,67 @@ def test_recommend_new_user_with_a_per_user_model_says_why(shop):
     with pytest.raises(ValueError, match="scores only the users it was trained on"):
         recommend(PerUser(), shop, "brand-new-user", raw_history=["x"])
     assert len(recommend(PerUser(), shop, "a", k=1)) == 1
+
+
+# ---------------------------------------------------------------- recommend: what is left
+@pytest.fixture
+def catalogue():
+    """30 items with titles; user "a" saw the 12 items 101..112, the others two each."""
+    rows = [("a", 100 + i) for i in range(1, 13)]
+    rows += [(f"u{n}", 100 + (n % 30) + 1) for n in range(40)] + [(f"u{n}", 100 + (n * 7) % 30 + 1)
+                                                                for n in range(40)]
+    frame = pd.DataFrame(rows, columns=["user", "item"]).drop_duplicates()
+    titles = pd.DataFrame({"title": [f"film {i}" for i in range(101, 131)]}, index=range(101, 131))
+    return Interactions.from_frame(frame, rating=None, timestamp=None, item_features=titles)
+
+
+@pytest.mark.parametrize("features", [True, False])
+def test_recommend_returns_only_items_outside_the_history(catalogue, features):
+    if not features:
+        catalogue.item_features = None
+    model = Popularity(catalogue.frame, catalogue.n_items)
+    with pytest.warns(UserWarning, match="only 18 of 30 items are outside the history of 'a'"):
+        top = recommend(model, catalogue, "a", k=25)
+    assert len(top) == 18 and set(top["item"]) == set(range(113, 131))
+    assert top["score"].map(math.isfinite).all()
+    if features:
+        assert list(top["title"]) == [f"film {i}" for i in top["item"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(recommend(model, catalogue, "a", k=18)) == 18
+
+
+def small_models(data):
+    n_items, sequential = data.n_items, {"max_len": 8, "dim": 8}
+    return {
+        "popularity": lambda: Popularity(data.frame, n_items),
+        "BPR-MF": lambda: BPRMF(data.n_users, n_items, BPRMFConfig(dim=8)),
+        "Mult-VAE": lambda: MultVAE(n_items, MultVAEConfig(hidden_dims=(8,), latent_dim=4)),
+        "GRU4Rec": lambda: GRU4Rec(n_items, GRU4RecConfig(**sequential)),
+        "NARM": lambda: NARM(n_items, NARMConfig(**sequential)),
+        "SASRec": lambda: SASRec(n_items, SASRecConfig(**sequential)),
+        "BERT4Rec": lambda: BERT4Rec(n_items, BERT4RecConfig(**sequential)),
+        "GPT-2": lambda: GPT2Rec(n_items, GPT2RecConfig(context=8, dim=8, n_layers=1)),
+        "MetaTL": lambda: MetaTL(n_items, MetaTLConfig(dim=8, hidden=(8,))),
+    }
+
+
+@pytest.mark.parametrize("name, needed", [
+    ("popularity", 0), ("BPR-MF", 0), ("Mult-VAE", 0), ("GRU4Rec", 1), ("NARM", 1), ("SASRec", 1),
+    ("BERT4Rec", 1), ("GPT-2", 1), ("MetaTL", 2)])
+def test_recommend_with_an_empty_history(catalogue, name, needed):
+    """Models that predict from the history refuse a history too short for them with one clear
+    error; the others recommend from nothing, as for any history."""
+    torch.manual_seed(0)
+    model = small_models(catalogue)[name]()
+    if needed == 0:
+        assert len(recommend(model, catalogue, "a", k=10, raw_history=[])) == 10
+        return
+    history = [101, 102, 103][:needed]
+    for short in ([], history[:-1]):
+        with pytest.raises(DataError, match=f"'raw_history': expected at least {needed} item.*"
+                                            f"{type(model).__name__} predicts from the history"):
+            recommend(model, catalogue, "a", k=10, raw_history=short)
+    top = recommend(model, catalogue, "a", k=10, raw_history=history)
+    assert len(top) == 10 and not set(top["item"]) & set(history)
+    assert model.min_history == needed

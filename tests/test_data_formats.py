@@ -4,9 +4,11 @@ import gzip
 import hashlib
 import zipfile
 
+import numpy as np
 import pytest
 
-from coldrec_lib.data import DATASETS, ChecksumError, DataError, filter_rating, load_dataset
+from coldrec_lib.data import (DATASETS, ChecksumError, DataError, Sequences, cold_start_by_part,
+                              filter_rating, leave_one_out, load_dataset)
 from coldrec_lib.data import datasets
 from coldrec_lib.data.datasets import RemoteFile, download, read_metatl_format
 from coldrec_lib.data.errors import DownloadError
@@ -120,6 +122,39 @@ def test_metatl_format_reads_any_name(tmp_path):
     assert data.name == "books"
     assert sorted(data.frame["part"].unique()) == ["test_new_user", "train"]
     assert len(data) == 25  # a pair repeated across the two files is not a duplicate
+
+
+def items_of(sequences, row):
+    return sequences.items[sequences.offsets[row]:sequences.offsets[row + 1]].tolist()
+
+
+def test_metatl_format_users_of_the_two_files_are_different_users(tmp_path):
+    """The two files number their users independently (ids 1.. in each): every consumer
+    (sequences, leave-one-out, MetaTL's split) sees one user per (file, id), with that file's
+    items only, in time order."""
+    rng = np.random.default_rng(0)
+    own = {}
+    for part, n_users in (("train", 30), ("test_new_user", 20)):
+        rows = []
+        for user in range(1, n_users + 1):
+            items = rng.choice(np.arange(1, 26), rng.integers(4, 10), replace=False)
+            times = np.sort(rng.integers(0, 50, len(items)))
+            rows += [f"{user}\t{item}\t{t}" for item, t in zip(items, times)]
+            own[part, user] = [int(i) for i in items]
+        (tmp_path / f"shop_{part}.csv").write_text("\n".join(rows) + "\n")
+    data = load_dataset("metatl-format", path=tmp_path)
+    assert data.n_users == len(own) == 50 and len(data) == sum(map(len, own.values()))
+    sequences = Sequences.from_frame(data.frame, data.n_users)
+    for user, raw in enumerate(data.raw_users):
+        assert items_of(sequences, user) == list(data.to_internal_items(own[raw]))
+        assert set(data.frame.loc[data.frame["user"] == user, "part"]) == {raw[0]}
+    split = leave_one_out(data)
+    for eval_set in (split.valid, split.test):
+        for row in range(len(eval_set)):
+            assert not set(items_of(eval_set.targets, row)) & set(items_of(eval_set.history, row))
+    by_part = cold_start_by_part(data)
+    new_users = np.r_[by_part.valid_users, by_part.test_users]
+    assert sorted(data.raw_users[new_users]) == sorted(k for k in own if k[0] == "test_new_user")
 
 
 def test_metatl_format_needs_exactly_one_pair(tmp_path):

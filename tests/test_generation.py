@@ -74,7 +74,7 @@ def test_training_lowers_the_loss():
     batch = (sequences[:, :-1], sequences[:, 1:])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = float(model.loss(batch).detach())
-    for _ in range(40):
+    for _ in range(80):  # at 40 steps the loss sat at 0.43-0.48 of the first: near the bar
         loss = model.loss(batch)
         optimizer.zero_grad()
         loss.backward()

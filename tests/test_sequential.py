@@ -185,6 +185,9 @@ def test_functional_call_second_order(name):
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in meta)
 
 
+OVERFIT_EPOCHS = 200  # slowest seen: 32 epochs (GRU4Rec seed 1; GRU4Rec with the BPR loss)
+
+
 def cyclic_sequences(n_users=24, length=12):
     """Each user walks the catalogue in steps of one: the next item is always ``i + 1``."""
     starts = torch.arange(n_users) % (N_ITEMS - length) + 1
@@ -195,6 +198,11 @@ def cyclic_sequences(n_users=24, length=12):
 @pytest.mark.parametrize("name,loss", [(n, "ce") for n in BACKBONES]
                          + [("SASRec", "bce"), ("GRU4Rec", "bpr")])
 def test_each_backbone_overfits_a_tiny_dataset(name, loss):
+    """Trained until it predicts the next item for 80% of the users and its loss has halved
+    (checked after each epoch), within an epoch budget several times the slowest seen over
+    seeds 0-4, each with and without a 1e-6 nudge of the initial weights: the same seed trains
+    differently on another CPU's kernels, so a fixed epoch count near where the accuracy climbs
+    is a coin toss there."""
     # BERT4Rec learns from ~mask_prob of the items per window only: more, overlapping windows
     stride = 2 if name == "BERT4Rec" else 4
     model = make(name, dropout=0.0, loss=loss, n_negatives=4, batch_size=8, stride=stride)
@@ -203,9 +211,13 @@ def test_each_backbone_overfits_a_tiny_dataset(name, loss):
     sequences = cyclic_sequences()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(0)
-    model.train()
+    users = torch.arange(sequences.n_users)
+    # items 4..11 of each user: 7 items of history, as BERT4Rec's training windows end with
+    # [MASK] after 7 items
+    window = sequences.window(users, torch.full_like(users, 3), 8)
     epoch_losses = []
-    for _ in range(40):
+    for _ in range(OVERFIT_EPOCHS):
+        model.train()
         losses = []
         for batch in model.epoch_batches(sequences, generator):
             loss_value = model.loss(batch)
@@ -214,13 +226,15 @@ def test_each_backbone_overfits_a_tiny_dataset(name, loss):
             optimizer.step()
             losses.append(float(loss_value.detach()))
         epoch_losses.append(sum(losses) / len(losses))
-    model.eval()
-    users = torch.arange(sequences.n_users)
-    window = sequences.window(users, torch.full_like(users, 3), 7)  # items 4..10 of each user
-    predicted = model.score(as_batch(window[:, :-1])).argmax(1)
-    accuracy = (predicted == window[:, -1]).float().mean()
+        model.eval()
+        with torch.no_grad():
+            predicted = model.score(as_batch(window[:, :-1])).argmax(1)
+        accuracy = (predicted == window[:, -1]).float().mean()
+        if accuracy >= 0.8 and epoch_losses[-1] < 0.5 * epoch_losses[0]:
+            break
+    assert accuracy >= 0.8, (f"{name} ({loss}) predicts the next item for {accuracy:.0%} only "
+                             f"after {OVERFIT_EPOCHS} epochs")
     assert epoch_losses[-1] < 0.5 * epoch_losses[0]
-    assert accuracy >= 0.8, f"{name} ({loss}) predicts the next item for {accuracy:.0%} only"
 
 
 def test_score_candidates_match_full_scores():

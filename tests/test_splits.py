@@ -1,5 +1,6 @@
 """Property tests: nothing held out leaks into training, and every sequence a split builds is
 that user's own items in time order, for every split."""
+import numbers
 import warnings
 
 import numpy as np
@@ -223,7 +224,7 @@ def test_cold_start_by_part_sequences_are_each_users_own(frame, seed):
     data, own = as_interactions(frame), own_items(frame, key=("part", "user"))
     split = cold_start_by_part(data, seed=seed)
     # users are numbered in (part, raw id) order, numeric for numeric ids
-    keys = sorted(own, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else str(k[1])))
+    keys = sorted(own, key=lambda k: (k[0], k[1] if isinstance(k[1], numbers.Integral) else str(k[1])))
     assert split.n_users == len(keys)
     assert_sequences(split.train_sequences(), keys,
                      {k: [i for i, _ in v] for k, v in own.items() if k[0] == "train"}, data)
@@ -324,3 +325,21 @@ def test_sequences_from_rows_in_any_order(frame):
     a = Sequences.from_frame(distinct, data.n_users)
     b = Sequences.from_frame(distinct.sample(frac=1, random_state=1), data.n_users)
     assert torch.equal(a.items, b.items) and torch.equal(a.offsets, b.offsets)
+
+
+@pytest.mark.parametrize("n_long", [1, 2, 3])
+@pytest.mark.parametrize("valid_fraction", [0.1, 0.5, 0.9])
+def test_validation_and_test_each_get_a_user_or_a_clear_error(n_long, valid_fraction):
+    """Few users above the horizon: each part still gets one (round(0.5 * 1) = 0 left the
+    validation set empty); with a single one, a `DataError` says why."""
+    rows = [(user, item, 1, item) for user in range(6) for item in range(1, 5)]
+    rows += [(100 + user, item, 1, item) for user in range(n_long) for item in range(1, 13)]
+    data = Interactions.from_frame(pd.DataFrame(rows, columns=["user", "item", "rating",
+                                                               "timestamp"]))
+    if n_long == 1:
+        with pytest.raises(DataError, match="at least 2 eligible users.*found 1"):
+            last_n_horizon(data, n=10, valid_fraction=valid_fraction)
+        return
+    split = last_n_horizon(data, n=10, valid_fraction=valid_fraction)
+    assert len(split.valid) >= 1 and len(split.test) >= 1
+    assert len(split.valid) + len(split.test) == n_long

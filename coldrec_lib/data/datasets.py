@@ -16,7 +16,8 @@ Readers take the files as published (``../shared/papers/datasets.md``):
 * ``metatl-format``: your own cold-start data in MetaTL's layout, ``load_dataset("metatl-format",
   path=DIR)``: the folder holds one pair ``<name>_train.csv`` (warm users) and
   ``<name>_test_new_user.csv`` (new users), ``user \t item \t unix_ts`` without a header; the
-  data is named ``<name>`` (several pairs in one folder: ``read_metatl_format(DIR, name=...)``).
+  data is named ``<name>`` (several pairs in one folder: ``read_metatl_format(DIR, name=...)``);
+  the files number their users independently, so a raw user id is ``(file part, user id)``.
   ``electronics`` is that layout with ``<name> = electronics``.
 
 Item titles and genres go to ``Interactions.item_features`` (a ``title`` string and a ``genres``
@@ -247,7 +248,9 @@ def metatl_names(folder: Path) -> list[str]:
 def read_metatl_format(folder: Path, name: str | None = None) -> Interactions:
     """Cold-start data in MetaTL's layout (`<name>_train.csv`, `<name>_test_new_user.csv`), named
     ``name`` (default: the one pair in ``folder``). Column ``part`` says which file a row came
-    from (`cold_start_by_part` splits on it: the two files number their users independently)."""
+    from (`cold_start_by_part` splits on it). The two files number their users independently,
+    so a raw user id is the pair ``(file part, user id)``, e.g. ``("test_new_user", 17)``: every
+    consumer (sequences, leave-one-out, MELO's tasks) sees each file's users apart."""
     folder = Path(folder)
     if name is None:
         names = metatl_names(folder)
@@ -264,6 +267,7 @@ def read_metatl_format(folder: Path, name: str | None = None) -> Interactions:
         columns = ["user", "item", "timestamp"]
         df = _ids_are_integers(read_table(path, "\t", columns, numeric=tuple(columns)), path)
         df["part"] = part
+        df["user"] = list(zip(df["part"], df["user"]))
         parts.append(df)
     df = pd.concat(parts, ignore_index=True)
     return Interactions.from_frame(df, rating=None, name=name, source=folder)

@@ -122,10 +122,15 @@ class Split:
         return Sequences.from_frame(self.train, self.n_users)
 
 
-def _split_users(users: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded partition of ``users`` into (first ``fraction``, rest), each sorted."""
+def _split_users(users: np.ndarray, fraction: float, seed: int, source: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded partition of ``users`` into (first ``fraction``, rest), each sorted and each with
+    at least one user (validation and test both need someone to score)."""
+    if len(users) < 2:
+        raise DataError(source, "user", f"at least 2 eligible users, one for validation and one "
+                        f"for test; found {len(users)}")
     order = np.random.default_rng(seed).permutation(users)
-    n_first = int(round(fraction * len(users)))
+    n_first = min(max(int(round(fraction * len(users))), 1), len(users) - 1)
     return np.sort(order[:n_first]), np.sort(order[n_first:])
 
 
@@ -194,7 +199,8 @@ def cold_start_by_time(data: Interactions, new_user_fraction: float = 0.2,
     train = frame[~is_new]
     if truncate_warm:
         train = train[train["timestamp"].to_numpy() < cut_time]
-    valid_users, test_users = _split_users(new_users, valid_fraction, seed)
+    valid_users, test_users = _split_users(new_users, valid_fraction, seed,
+                                           f"{data.name} (new users after t={cut_time})")
     return ColdStartSplit(train.reset_index(drop=True), frame[is_new].reset_index(drop=True),
                           valid_users, test_users, cut_time, data.n_users, data.n_items)
 
@@ -218,7 +224,8 @@ def cold_start_by_part(data: Interactions, new_part: str = "test_new_user",
     frame = sort_by_user_time(frame.assign(user=users))
     is_new = (frame[column] == new_part).to_numpy()
     valid_users, test_users = _split_users(np.unique(frame["user"].to_numpy()[is_new]),
-                                           valid_fraction, seed)
+                                           valid_fraction, seed,
+                                           f"{data.name} (users of part {new_part!r})")
     new = frame[is_new].reset_index(drop=True)
     return ColdStartSplit(frame[~is_new].reset_index(drop=True), new, valid_users, test_users,
                           new["timestamp"].min().item(), int(users.max()) + 1, data.n_items)
@@ -271,7 +278,8 @@ def last_n_horizon(data: Interactions, n: int = 10, valid_fraction: float = 0.5,
     if len(users) == 0:
         raise DataError(data.name, "n", f"some user with more than n={n} items; the longest "
                         f"history has {lengths.max()}")
-    valid_users, test_users = _split_users(users, valid_fraction, seed)
+    valid_users, test_users = _split_users(users, valid_fraction, seed,
+                                           f"{data.name} (users with more than n={n} items)")
     train = frame[~held].reset_index(drop=True)
     evals = [EvalSet.from_frames(part_users, train, frame[held], f"{part}: history -> last {n}")
              for part, part_users in (("valid", valid_users), ("test", test_users))]

@@ -6,6 +6,8 @@
   0 is the padding item; the evaluator masks it and, under `FullRanking`, the history);
 * ``score_candidates(batch, candidates [B, C]) -> [B, C]``: scores for given items only. The
   default gathers from ``score``; models that can do better (e.g. MetaTL) override it.
+* ``min_history``: the history items the model needs to score a user (0: none, e.g. popularity;
+  `recommend` refuses a shorter history with a clear error).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from ..data.splits import EvalBatch
 
 
 class Recommender(nn.Module):
+    min_history = 0
+
     def loss(self, batch) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} is not trained by gradient descent")
 

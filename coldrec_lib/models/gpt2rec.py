@@ -42,6 +42,8 @@ class GPT2RecConfig:
 
 
 class GPT2Rec(Recommender):
+    min_history = 1  # the prompt
+
     def __init__(self, n_items: int, config: GPT2RecConfig = GPT2RecConfig()):
         super().__init__()
         self.n_items, self.config = n_items, config

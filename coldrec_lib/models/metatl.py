@@ -177,6 +177,8 @@ class RelationLearner(nn.Module):
 
 
 class MetaTL(Recommender):
+    min_history = 2  # K >= 2: a relation needs a pair of support items
+
     def __init__(self, n_items: int, config: MetaTLConfig = MetaTLConfig()):
         super().__init__()
         if n_items < 2:

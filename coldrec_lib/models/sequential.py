@@ -86,6 +86,7 @@ class SequentialBackbone(Recommender):
     ``n_extra_tokens`` reserves ids after ``n_items`` (BERT4Rec's ``[MASK]``)."""
 
     causal = True
+    min_history = 1  # the next item is predicted from the items before it
 
     def __init__(self, n_items: int, config: SequentialConfig, n_extra_tokens: int = 0):
         super().__init__()
