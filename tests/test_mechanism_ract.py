@@ -16,6 +16,8 @@ def test_stage3_raises_ndcg_over_converged_actor():
         assert stage1.best_epoch + trainer.config.patience == len(stage1.history)
         assert len(stage1.history) < trainer.config.actor_epochs
         gains.append(stage3.best_value - stage1.best_value)
-    # measured gains in validation NDCG@100, seeds 0-2: 0.097, 0.065, 0.079
+    # measured gains in validation NDCG@100, seeds 0-4: 0.097, 0.065, 0.079, 0.072, 0.108 (35 s
+    # for seeds 0-2 on one thread); an actor trained on the taste users alone reaches about 0.58
+    # against the stage-1 actor's 0.30-0.34: stage 3 gets part of what re-weighting can give
     assert min(gains) > 0.02, gains
     assert sum(gains) / len(gains) > 0.04, gains
