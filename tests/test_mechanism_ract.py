@@ -18,6 +18,8 @@ def test_stage3_raises_ndcg_over_converged_actor():
         gains.append(stage3.best_value - stage1.best_value)
     # measured gains in validation NDCG@100, seeds 0-4: 0.097, 0.065, 0.079, 0.072, 0.108 (35 s
     # for seeds 0-2 on one thread); an actor trained on the taste users alone reaches about 0.58
-    # against the stage-1 actor's 0.30-0.34: stage 3 gets part of what re-weighting can give
+    # against the stage-1 actor's 0.30-0.34: stage 3 gets part of what re-weighting can give.
+    # Against stage 1 trained all 300 epochs without early stopping (best 0.346, 0.303, 0.353)
+    # stage 3 still gains 0.070, 0.065, 0.069.
     assert min(gains) > 0.02, gains
     assert sum(gains) / len(gains) > 0.04, gains
