@@ -107,10 +107,10 @@ def metrics_at_k(hits: torch.Tensor, n_relevant: torch.Tensor, first_rank: torch
     """HR@k, Recall@k, NDCG@k, MAP@k and MRR@k ``{name: [B]}`` from the hits down the ranking
     ``hits [B, >= k]`` (1.0 where the item at that place is relevant), ``R = n_relevant`` and
     `first_relevant_rank`; the equations of `00_foundations`, section "Metrics"."""
-    top_k = hits[:, :k]
+    top_k = hits[:, :k]  # fewer columns when there are fewer than k candidates
     n_hits = top_k.sum(1)
     capped = torch.clamp(n_relevant, max=k).float()                            # min(k, R)
-    positions = torch.arange(1, k + 1, device=hits.device, dtype=torch.float32)
+    positions = torch.arange(1, top_k.shape[1] + 1, device=hits.device, dtype=torch.float32)
     precision_at_i = top_k.cumsum(1) / positions
     return {f"HR@{k}": (n_hits > 0).float(),
             f"Recall@{k}": n_hits / (n_relevant.float() if recall_denominator == "R" else capped),

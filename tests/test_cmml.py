@@ -189,7 +189,7 @@ def test_evaluator_oracle_and_ties(split, embeddings):
 def test_cmml_learns_and_beats_support_popularity():
     """A short training on the smoke preset's synthetic scenarios: the query loss falls and CMML
     ranks test users' items better than support popularity."""
-    config = experiment.preset_settings(experiment.PRESETS, "smoke")
+    config = experiment.settings_for("synthetic", "smoke")
     split = experiment.make_split("synthetic", config, seed=0)
     config.update(max_epochs=4)
     generator = torch.Generator().manual_seed(0)
