@@ -98,6 +98,18 @@ def test_task_state_encoder_weights_every_position():
     assert not torch.allclose(weights[0, 0, 2:], weights[0, 0, 2:].mean())  # depends on ratings
 
 
+def test_task_state_weights_average_one_over_each_tasks_positions():
+    """The weights share out the support loss; its size is the inner learning rates' job."""
+    torch.manual_seed(0)
+    ratings = torch.tensor([[[0, 0, 5, 5, 1], [0, 0, 0, 2, 3]], [[0, 4, 4, 4, 1], [0, 0, 0, 0, 0]]])
+    real = ratings != 0
+    weights = TaskStateLoss().task_state(ratings, ratings.float())
+    torch.testing.assert_close((weights * real).sum((1, 2)) / real.sum((1, 2)), torch.ones(2))
+    torch.manual_seed(0)
+    raw = TaskStateLoss(normalise=False).task_state(ratings, ratings.float())
+    torch.testing.assert_close(weights, raw / ((raw * real).sum((1, 2)) / real.sum((1, 2)))[:, None, None])
+
+
 def test_experiment_runs_and_is_reproducible(monkeypatch):
     from coldrec_lib.experiments import melo as experiment
     tiny = dict(experiment.PRESETS["smoke"], backbones=("sasrec",), iterations=2, eval_every=1,
