@@ -9,7 +9,11 @@ to the support set adds on top of the same backbone. Every model is scored on th
 recent window of <= ``max_len`` ratings, the last one the target, the others the support set
 (`data/melo_tasks.py`). Basic predicts the target directly; MAML and MELO first adapt to the
 support set (3 inner steps). Metrics: RMSE, MAE and RMSE per true rating value (the imbalance
-story), pooled over test users. Model selection on validation RMSE.
+story), pooled over test users, beside two trivial baselines on the same tasks (each user's own
+mean rating over the window, the item's mean rating by the training users); MELO's rows carry its
+learned weights by rating value and by position. Model selection on validation RMSE.
+`mechanism` runs the synthetic setting where MELO's weighting must help, against MAML++ with its
+inner step tuned.
 
     python -m coldrec_lib run melo --dataset ml-100k --data-path ../shared/data/ml-100k --preset full
 """
@@ -317,7 +321,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
 # Where the mechanism must help (`data/mechanisms/melo.py`): small enough for a test on one CPU
 # thread; MAML++ gets a grid of inner learning rates, MELO the one MAML++ selected.
 MECHANISM = {
-    "data": {"n_users": 1200, "n_items": 80, "n_groups": 6, "length": 12},
+    "data": {"n_users": 1000, "n_items": 60, "pool": 6, "disliked": 2, "length": 12},
     "n_test": 200, "valid_fraction": 0.15, "dim": 16, "max_len": 12, "n_support": 6,
     "n_query": 2, "meta_batch": 16, "iterations": 60, "eval_every": 15, "basic_iterations": 60,
     "basic_batch": 32, "inner_lrs": (1e-2, 5e-2),

@@ -8,8 +8,11 @@ Taught in `02_melo`, section "The learned loss".
 
 * `TaskStateLoss` (MELO's default, the *task-state encoder*): each support sub-window's rating
   sequence (integers 1..5, 0 = padding) is embedded, read by an LSTM with a learned initial
-  state, and a linear head with ``abs`` gives one weight per position. It sees the support's
-  ratings, so it can learn to weight rare ratings (1, 2) up: the imbalance the paper targets.
+  state, and a linear head with ``abs`` gives one weight per position, divided by the task's mean
+  weight: the network shares the support loss out, the inner learning rates set its size.
+  Unnormalised, its easiest gain is a uniformly bigger inner step (Adam at 0.1 grows every
+  weight alike and saturates the LSTM). It sees the support's ratings, so it can weight rare
+  ratings differently from common ones: the imbalance the paper targets.
 * `MetalLoss` (the METAL-style alternative, Baik et al. ICCV 2021): an MLP over
   ``[task rating mean, task rating std, label, prediction, squared error]`` per position, so the
   weight also follows the current prediction at every inner step.

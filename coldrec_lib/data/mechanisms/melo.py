@@ -2,17 +2,17 @@
 loss weighting *by rating value* must beat any single inner-step scale (`02_melo`, section
 "Where the mechanism must help").
 
-* Items fall into ``n_groups`` groups; every user dislikes one group, drawn at random.
-* An item of the disliked group gets the rare rating ``rare_rating`` (1 star): the pattern a new
-  user's few 1-star ratings reveal, and which carries over to the next item of that group.
-* Every other item gets a common rating (3, 4 or 5 stars with ``common_probabilities``), drawn
-  independently of the user and the item: noise that an inner step can only overfit.
-* A user's items are drawn uniformly, without repeats; the backbones see item ids only, so the
-  disliked group is known from the support's ratings alone, through adaptation.
+* Every user returns to a small personal pool of ``pool`` items (their sequence draws from it,
+  with repeats) and dislikes ``disliked`` of them for good: those get the rare rating
+  ``rare_rating`` (1 star) every time. A 1-star rating in the support set is a pattern that
+  carries over to the user's next rating of that item.
+* Every other rating is common (3, 4 or 5 stars with ``common_probabilities``), drawn afresh each
+  time: noise that an inner step can only overfit.
+* The backbones see item ids only, so which items a user dislikes is known from the support's
+  ratings alone, through adaptation.
 
-Uniform weighting must trade the signal of the few rare positions against the noise of the many
-common ones: one step size for both. A learned weight by rating value can take big steps on the
-rare positions and small ones on the noise.
+One step size must trade the signal of the rare positions against the noise of the common ones;
+a learned weight by rating value can take big steps on the first and small ones on the second.
 """
 from __future__ import annotations
 
@@ -22,23 +22,24 @@ import pandas as pd
 from ..interactions import Interactions
 
 
-def make_melo_mechanism(n_users: int = 1200, n_items: int = 80, n_groups: int = 6,
-                        length: int = 16, rare_rating: int = 1,
+def make_melo_mechanism(n_users: int = 1000, n_items: int = 60, pool: int = 6, disliked: int = 2,
+                        length: int = 12, rare_rating: int = 1,
                         common_probabilities: tuple[float, float, float] = (0.25, 0.5, 0.25),
                         seed: int = 0) -> Interactions:
-    """``n_users`` users with ``length`` ratings each (see the module docstring); the user's
-    disliked group is kept in the column ``disliked``, each item's group in ``group``."""
-    if not 0 < length <= n_items:
-        raise ValueError(f"length must be in 1..n_items={n_items}; got {length}")
+    """``n_users`` users with ``length`` ratings each (see the module docstring); whether the
+    user dislikes the item is kept in the column ``disliked``."""
+    if not 0 < disliked < pool <= n_items:
+        raise ValueError(f"need 0 < disliked < pool <= n_items; got disliked={disliked}, "
+                         f"pool={pool}, n_items={n_items}")
     rng = np.random.default_rng(seed)
-    group = rng.permutation(np.arange(n_items) % n_groups)
-    disliked = rng.integers(0, n_groups, n_users)
-    items = np.argsort(rng.random((n_users, n_items)), axis=1)[:, :length]  # no repeats
+    pools = np.argsort(rng.random((n_users, n_items)), axis=1)[:, :pool]  # first `disliked`: 1 star
+    slot = rng.integers(0, pool, (n_users, length))
+    items = np.take_along_axis(pools, slot, axis=1)
     common = rng.choice([3, 4, 5], size=items.shape, p=list(common_probabilities))
-    ratings = np.where(group[items] == disliked[:, None], rare_rating, common)
-    users = np.repeat(np.arange(n_users), length)
-    frame = pd.DataFrame({"user": users + 1, "item": items.ravel() + 1,
-                          "rating": ratings.ravel().astype(float),
+    ratings = np.where(slot < disliked, rare_rating, common)
+    frame = pd.DataFrame({"user": np.repeat(np.arange(n_users), length) + 1,
+                          "item": items.ravel() + 1, "rating": ratings.ravel().astype(float),
                           "timestamp": np.tile(np.arange(length), n_users) + 1_000_000_000,
-                          "group": group[items.ravel()], "disliked": disliked[users]})
-    return Interactions.from_frame(frame, name="melo-mechanism", source="MELO mechanism generator")
+                          "disliked": (slot < disliked).ravel()})
+    return Interactions.from_frame(frame, name="melo-mechanism", duplicates="keep",
+                                   source="MELO mechanism generator")
