@@ -118,7 +118,9 @@ def test_experiment_runs_and_is_reproducible(monkeypatch):
     monkeypatch.setitem(experiment.PRESETS, "smoke", tiny)
     first = experiment.run("synthetic", "smoke", seed=3).to_frame()
     again = experiment.run("synthetic", "smoke", seed=3).to_frame()
-    assert list(first["model"]) == list(experiment.METHODS)
+    assert list(first["model"]) == [*experiment.METHODS, "User mean", "Item mean"]
+    melo = first[first["model"] == "MELO"].iloc[0]
+    assert all(melo[f"weight@p{p}"] > 0 for p in range(5))  # MELO's weights are in its row
     assert (first["RMSE"] > 0).all() and (first["MAE"] <= first["RMSE"]).all()
     assert {f"RMSE@{r}" for r in range(1, 6)} <= set(first.columns)
     pd.testing.assert_frame_equal(first, again)  # the same seed gives the same numbers

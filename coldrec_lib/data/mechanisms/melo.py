@@ -22,7 +22,7 @@ import pandas as pd
 from ..interactions import Interactions
 
 
-def make_melo_mechanism(n_users: int = 1000, n_items: int = 60, pool: int = 6, disliked: int = 2,
+def make_melo_mechanism(n_users: int = 1000, n_items: int = 60, pool: int = 5, disliked: int = 1,
                         length: int = 12, rare_rating: int = 1,
                         common_probabilities: tuple[float, float, float] = (0.25, 0.5, 0.25),
                         seed: int = 0) -> Interactions:
