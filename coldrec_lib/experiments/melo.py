@@ -321,10 +321,10 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
 # Where the mechanism must help (`data/mechanisms/melo.py`): small enough for a test on one CPU
 # thread; MAML++ gets a grid of inner learning rates, MELO the one MAML++ selected.
 MECHANISM = {
-    "data": {"n_users": 1000, "n_items": 60, "pool": 6, "disliked": 2, "length": 12},
+    "data": {"n_users": 1000, "n_items": 60, "pool": 5, "disliked": 1, "length": 12},
     "n_test": 200, "valid_fraction": 0.15, "dim": 16, "max_len": 12, "n_support": 6,
     "n_query": 2, "meta_batch": 16, "iterations": 60, "eval_every": 15, "basic_iterations": 60,
-    "basic_batch": 32, "inner_lrs": (1e-2, 5e-2),
+    "basic_batch": 32, "inner_lrs": (0.3, 1.5),
     "melo": MELOConfig(outer_lr=1e-2, outer_lr_min=1e-3, maml=MAMLConfig(multi_step_iterations=30)),
 }
 
