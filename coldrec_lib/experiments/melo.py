@@ -318,8 +318,8 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
     return table
 
 
-# Where the mechanism must help (`data/mechanisms/melo.py`): small enough for a test on one CPU
-# thread; MAML++ gets a grid of inner learning rates, MELO the one MAML++ selected.
+# Where the mechanism must help (`data/mechanisms/melo.py`), sized for a CPU test: MAML++ gets a
+# grid of inner learning rates, MELO the one MAML++ selected on validation.
 MECHANISM = {
     "data": {"n_users": 1000, "n_items": 60, "pool": 5, "disliked": 1, "length": 12},
     "n_test": 200, "valid_fraction": 0.15, "dim": 16, "max_len": 12, "n_support": 6,
