@@ -98,6 +98,18 @@ def test_task_state_encoder_weights_every_position():
     assert not torch.allclose(weights[0, 0, 2:], weights[0, 0, 2:].mean())  # depends on ratings
 
 
+def test_task_state_weights_average_one_over_each_tasks_positions():
+    """The weights share out the support loss; its size is the inner learning rates' job."""
+    torch.manual_seed(0)
+    ratings = torch.tensor([[[0, 0, 5, 5, 1], [0, 0, 0, 2, 3]], [[0, 4, 4, 4, 1], [0, 0, 0, 0, 0]]])
+    real = ratings != 0
+    weights = TaskStateLoss().task_state(ratings, ratings.float())
+    torch.testing.assert_close((weights * real).sum((1, 2)) / real.sum((1, 2)), torch.ones(2))
+    torch.manual_seed(0)
+    raw = TaskStateLoss(normalise=False).task_state(ratings, ratings.float())
+    torch.testing.assert_close(weights, raw / ((raw * real).sum((1, 2)) / real.sum((1, 2)))[:, None, None])
+
+
 def test_experiment_runs_and_is_reproducible(monkeypatch):
     from coldrec_lib.experiments import melo as experiment
     tiny = dict(experiment.PRESETS["smoke"], backbones=("sasrec",), iterations=2, eval_every=1,
@@ -106,7 +118,9 @@ def test_experiment_runs_and_is_reproducible(monkeypatch):
     monkeypatch.setitem(experiment.PRESETS, "smoke", tiny)
     first = experiment.run("synthetic", "smoke", seed=3).to_frame()
     again = experiment.run("synthetic", "smoke", seed=3).to_frame()
-    assert list(first["model"]) == list(experiment.METHODS)
+    assert list(first["model"]) == [*experiment.METHODS, "User mean", "Item mean"]
+    melo = first[first["model"] == "MELO"].iloc[0]
+    assert all(melo[f"weight@p{p}"] > 0 for p in range(5))  # MELO's weights are in its row
     assert (first["RMSE"] > 0).all() and (first["MAE"] <= first["RMSE"]).all()
     assert {f"RMSE@{r}" for r in range(1, 6)} <= set(first.columns)
     pd.testing.assert_frame_equal(first, again)  # the same seed gives the same numbers

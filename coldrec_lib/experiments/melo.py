@@ -9,13 +9,18 @@ to the support set adds on top of the same backbone. Every model is scored on th
 recent window of <= ``max_len`` ratings, the last one the target, the others the support set
 (`data/melo_tasks.py`). Basic predicts the target directly; MAML and MELO first adapt to the
 support set (3 inner steps). Metrics: RMSE, MAE and RMSE per true rating value (the imbalance
-story), pooled over test users. Model selection on validation RMSE. Ratings are whole numbers
-``1..melo.max_rating`` (``--set melo.max_rating=10`` for a 1-10 scale), checked before training.
+story), pooled over test users, beside two trivial baselines on the same tasks (each user's own
+mean rating over the window, the item's mean rating by the training users); MELO's rows carry its
+learned weights by rating value and by position. Model selection on validation RMSE. Ratings are
+whole numbers ``1..melo.max_rating`` (``--set melo.max_rating=10`` for a 1-10 scale), checked
+before training. `mechanism` runs the synthetic setting where MELO's weighting must help, against
+MAML++ with its inner step tuned.
 
     python -m coldrec_lib run melo --dataset ml-100k --data-path ../shared/data/ml-100k --preset full
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 
@@ -23,6 +28,8 @@ import numpy as np
 import torch
 
 from ..data import Interactions, Sequences, filter_min_counts
+from ..data.interactions import PAD
+from ..data.mechanisms.melo import make_melo_mechanism
 from ..data.melo_tasks import MIN_WINDOW, MeloTasks, check_rating_data, melo_tasks
 from ..evaluation import EvalResult, ResultsTable, eval_mode
 from ..meta.maml import MAMLConfig
@@ -33,7 +40,7 @@ from ..models.narm import NARM, NARMConfig
 from ..models.sasrec import SASRec, SASRecConfig
 from ..training import (Checkpoints, checkpoint_args, default_device, fit, phase,
                         seed_everything)
-from . import dataset_settings, get_data
+from . import apply_overrides, dataset_settings, get_data
 
 # The authors' sizes (hidden 32; SASRec/BERT4Rec 2 blocks, 4 heads, FFN 4 x 32 = 128). The GRUs
 # run step by step (`sequential.unrolled_gru`): `torch.func.vmap`, which adapts the whole
@@ -108,13 +115,60 @@ class RatingEvaluator:
                               for rows in torch.arange(len(self.tasks)).split(self.batch_size)])
 
     def evaluate(self, model, name: str | None = None) -> EvalResult:
-        error = self.predictions(model) - self.tasks.targets
+        return self.score(self.predictions(model), name or type(model).__name__)
+
+    def score(self, predictions: torch.Tensor, name: str) -> EvalResult:
+        """RMSE, MAE and RMSE per true rating of ``predictions`` ``[T]`` (rating units)."""
+        error = predictions - self.tasks.targets
         metrics = {"RMSE": float(error.pow(2).mean().sqrt()), "MAE": float(error.abs().mean())}
         for r in range(1, self.max_rating + 1):
             of_r = self.tasks.targets == r
             metrics[f"RMSE@{r}"] = float(error[of_r].pow(2).mean().sqrt()) if of_r.any() else math.nan
-        return EvalResult(name or type(model).__name__, self.protocol.describe(), self.name,
-                          len(self.tasks), metrics, {"error": error})
+        return EvalResult(name, self.protocol.describe(), self.name, len(self.tasks), metrics,
+                          {"error": error})
+
+
+def user_mean(tasks: MeloTasks) -> torch.Tensor:
+    """The trivial per-user baseline: each task's mean rating over its window before the target
+    (the evaluation query row: everything its support sub-windows are drawn from). ``[T]``"""
+    window = tasks.query_ratings[:, 0, :-1]
+    real = tasks.query_items[:, 0, :-1] != PAD
+    return (window * real).sum(1) / real.sum(1).clamp(min=1)
+
+
+def item_mean(sequences: Sequences, train_users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """The trivial per-item baseline: each of ``items``' mean rating by the training users (the
+    training users' mean rating for an item they never rated). ``[len(items)]``"""
+    owner = torch.repeat_interleave(torch.arange(sequences.n_users), sequences.lengths)
+    known = torch.isin(owner, train_users)
+    rated, ratings = sequences.items[known], sequences.ratings[known].double()
+    n_items = max(int(sequences.items.max()), int(items.max())) + 1
+    sums = torch.zeros(n_items, dtype=torch.double).index_add_(0, rated, ratings)
+    counts = torch.zeros(n_items, dtype=torch.double).index_add_(0, rated, torch.ones_like(ratings))
+    means = torch.where(counts > 0, sums / counts.clamp(min=1), ratings.mean())
+    return means[items].to(sequences.ratings.dtype)
+
+
+def add_baselines(table: ResultsTable, test: RatingEvaluator, sequences: Sequences,
+                  train_users: torch.Tensor, **extra) -> None:
+    """The user-mean and item-mean rows, scored on the same test tasks as the models."""
+    for name, predictions in (("User mean", user_mean(test.tasks)),
+                              ("Item mean", item_mean(sequences, train_users,
+                                                      test.tasks.query_items[:, 0, -1]))):
+        table.add(test.score(predictions, name), "rating", **extra)
+
+
+def loss_weight_columns(model, tasks: MeloTasks, max_rating: int = 5) -> dict[str, float]:
+    """MELO's learned weights as table columns, the mean over the support positions of
+    ``tasks``: by rating value (``weight@r1`` ..) and by position from the end of the
+    sub-window (``weight@p0``, its last item, .. ``weight@p4``). Empty for a loss without
+    per-position weights (MAML's squared error weighs every position 1)."""
+    if not hasattr(model.inner_loss, "weight_profile"):
+        return {}
+    profile = model.inner_loss.weight_profile(tasks.to(next(model.parameters()).device))
+    return {**{f"weight@r{r}": profile["by_rating"].get(r, math.nan)
+               for r in range(1, max_rating + 1)},
+            **{f"weight@p{p}": profile["by_position"].get(p, math.nan) for p in range(5)}}
 
 
 class _Selection:
@@ -239,6 +293,11 @@ def prepare(dataset: str, config: dict, seed: int, data_path: str | None):
     data = get_data(dataset, data_path, seed, **config.get("synthetic", {}))
     data = filter_min_counts(data, min_user=config["min_user"], min_item=config["min_item"])
     check_rating_data(data, config["melo"].max_rating, MIN_WINDOW + 1, "melo.max_rating")
+    return (data, *split_and_evaluators(data, config, seed))
+
+
+def split_and_evaluators(data: Interactions, config: dict, seed: int):
+    """Users split, sequences, and the fixed validation and test tasks of ``data``."""
     train_users, valid_users, test_users = split_users(data, config["n_test"],
                                                        config["valid_fraction"], seed)
     sequences = Sequences.from_frame(data.frame, data.n_users)
@@ -250,7 +309,7 @@ def prepare(dataset: str, config: dict, seed: int, data_path: str | None):
              for i, (part, users) in enumerate((("valid", valid_users), ("test", test_users)))}
     evaluators = {part: RatingEvaluator(t, protocol, f"{part}: {len(t):,} held-out users",
                                         config["melo"].max_rating) for part, t in tasks.items()}
-    return data, sequences, train_users, evaluators
+    return sequences, train_users, evaluators
 
 
 def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
@@ -281,5 +340,56 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
             result = evaluators["test"].evaluate(model, method)
             # timings vary run to run: kept out of the (reproducible) table
             extra = {k: v for k, v in info.items() if k not in ("history", "train_tasks_per_s")}
+            if method != "Basic":
+                extra.update(loss_weight_columns(model, evaluators["test"].tasks,
+                                                 config["melo"].max_rating))
             table.add(result, "rating", backbone=backbone, **extra)
+    add_baselines(table, evaluators["test"], sequences, train_users, backbone="none")
+    return table
+
+
+# Where the mechanism must help (`data/mechanisms/melo.py`), sized for a CPU test: MAML++ gets a
+# grid of inner learning rates, MELO the one MAML++ selected on validation.
+MECHANISM = {
+    "data": {"n_users": 1000, "n_items": 60, "pool": 5, "disliked": 1, "length": 12},
+    "n_test": 200, "valid_fraction": 0.15, "dim": 16, "max_len": 12, "n_support": 6,
+    "n_query": 2, "meta_batch": 16, "iterations": 60, "eval_every": 15, "basic_iterations": 60,
+    "basic_batch": 32, "inner_lrs": (0.3, 1.5),
+    "melo": MELOConfig(outer_lr=1e-2, outer_lr_min=1e-3, maml=MAMLConfig(multi_step_iterations=30)),
+}
+
+
+def mechanism(seed: int = 0, backbone: str = "sasrec", overrides: dict | None = None,
+              progress: bool = False) -> ResultsTable:
+    """Basic; MAML++ at every inner learning rate of ``inner_lrs`` (its step scale tuned: the
+    one with the best validation RMSE is marked ``selected``); MELO at that inner learning rate,
+    so that it differs from the selected MAML++ by the learned weighting alone; the user-mean and
+    item-mean baselines. MELO's row carries its weights by rating and position."""
+    config = apply_overrides(copy.deepcopy(MECHANISM), overrides, "the MELO mechanism setting")
+    data = make_melo_mechanism(seed=seed, **config["data"])
+    sequences, train_users, evaluators = split_and_evaluators(data, config, seed)
+    table = ResultsTable(f"MELO where the mechanism must help: {len(evaluators['test'].tasks)} "
+                         f"test users", data.name, "mechanism")
+    device = default_device()
+    basic, _ = train_model("Basic", backbone, data.n_items, config, sequences, train_users,
+                           evaluators["valid"], seed_everything(seed), device, progress)
+    table.add(evaluators["test"].evaluate(basic, "Basic"), "rating", inner_lr=math.nan)
+    runs = []
+    for i, lr in enumerate(config["inner_lrs"]):
+        step = {"melo": replace(config["melo"], maml=replace(config["melo"].maml, inner_lr=lr))}
+        model, info = train_model("MAML", backbone, data.n_items, {**config, **step}, sequences,
+                                  train_users, evaluators["valid"], seed_everything(seed + 1 + i),
+                                  device, progress, start=basic)
+        runs.append((info["valid_RMSE"], lr, evaluators["test"].evaluate(model, "MAML++")))
+    best = min(runs, key=lambda run: run[0])[1]
+    for valid, lr, result in runs:
+        table.add(result, "rating", inner_lr=lr, valid_RMSE=valid, selected=lr == best)
+    step = {"melo": replace(config["melo"], maml=replace(config["melo"].maml, inner_lr=best))}
+    model, info = train_model("MELO", backbone, data.n_items, {**config, **step}, sequences,
+                              train_users, evaluators["valid"], seed_everything(seed + 99), device,
+                              progress, start=basic)
+    table.add(evaluators["test"].evaluate(model, "MELO"), "rating", inner_lr=best,
+              valid_RMSE=info["valid_RMSE"], selected=True,
+              **loss_weight_columns(model, evaluators["test"].tasks, config["melo"].max_rating))
+    add_baselines(table, evaluators["test"], sequences, train_users, inner_lr=math.nan)
     return table

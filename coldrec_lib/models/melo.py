@@ -8,8 +8,11 @@ Taught in `02_melo`, section "The learned loss".
 
 * `TaskStateLoss` (MELO's default, the *task-state encoder*): each support sub-window's rating
   sequence (integers 1..5, 0 = padding) is embedded, read by an LSTM with a learned initial
-  state, and a linear head with ``abs`` gives one weight per position. It sees the support's
-  ratings, so it can learn to weight rare ratings (1, 2) up: the imbalance the paper targets.
+  state, and a linear head with ``abs`` gives one weight per position, divided by the task's mean
+  weight: the network shares the support loss out, the inner learning rates set its size.
+  Unnormalised, its easiest gain is a uniformly bigger inner step (Adam at 0.1 grows every
+  weight alike and saturates the LSTM). It sees the support's ratings, so it can weight rare
+  ratings differently from common ones: the imbalance the paper targets.
 * `MetalLoss` (the METAL-style alternative, Baik et al. ICCV 2021): an MLP over
   ``[task rating mean, task rating std, label, prediction, squared error]`` per position, so the
   weight also follows the current prediction at every inner step.
@@ -35,6 +38,7 @@ class MELOConfig:
     max_rating: int = 5
     rating_dim: int = 16          # rating embedding (max_rating + 2) x 16
     lstm_hidden: int = 32
+    normalise_weights: bool = True  # the task-state weights average 1 over a task's positions
     metal_hidden: int = 5
     maml: MAMLConfig = field(default_factory=MAMLConfig)
     outer_lr: float = 1e-3        # backbone, cosine-annealed to outer_lr_min
@@ -47,8 +51,10 @@ class MELOConfig:
 class TaskStateLoss(nn.Module):
     """The task-state encoder: LSTM over the support's rating sequences -> a weight per position."""
 
-    def __init__(self, max_rating: int = 5, rating_dim: int = 16, hidden: int = 32):
+    def __init__(self, max_rating: int = 5, rating_dim: int = 16, hidden: int = 32,
+                 normalise: bool = True):
         super().__init__()
+        self.normalise = normalise
         self.embedding = nn.Embedding(max_rating + 2, rating_dim, padding_idx=PAD)
         self.lstm = nn.LSTM(rating_dim, hidden, batch_first=True)
         self.h0 = nn.Parameter(0.1 * torch.randn(hidden))
@@ -61,10 +67,27 @@ class TaskStateLoss(nn.Module):
         x = self.embedding(support_ratings.long().reshape(t * s, length))
         start = (self.h0.expand(1, t * s, -1).contiguous(), self.c0.expand(1, t * s, -1).contiguous())
         hidden, _ = self.lstm(x, start)
-        return self.out(hidden).squeeze(-1).abs().reshape(t, s, length)
+        weights = self.out(hidden).squeeze(-1).abs().reshape(t, s, length)
+        if not self.normalise:
+            return weights
+        real = (support_items != PAD).float()
+        mean = (weights * real).sum((1, 2)) / real.sum((1, 2)).clamp(min=1)
+        return weights / mean.clamp(min=1e-8)[:, None, None]
 
     def forward(self, weights, pred, target, step: int) -> torch.Tensor:
         return weights * (pred - target) ** 2
+
+    @torch.no_grad()
+    def weight_profile(self, tasks) -> dict[str, dict[int, float]]:
+        """What the network learned, made visible: the mean weight over the non-padded support
+        positions of ``tasks``, by rating value (``by_rating``) and by position counted from the
+        end of the sub-window (``by_position``: 0 = its last item)."""
+        weights = self.task_state(tasks.support_items, tasks.support_ratings)
+        real = tasks.support_items != PAD
+        ratings = tasks.support_ratings[real].long()
+        from_end = (torch.arange(real.shape[-1] - 1, -1, -1).expand_as(real))[real]
+        return {key: {int(v): float(weights[real][values == v].mean()) for v in values.unique()}
+                for key, values in (("by_rating", ratings), ("by_position", from_end))}
 
 
 class MetalLoss(nn.Module):
@@ -108,7 +131,8 @@ def make_meta_learner(backbone: nn.Module, config: MELOConfig) -> MAML:
     if config.loss not in LOSSES:
         raise ValueError(f"MELO loss must be one of {LOSSES}; got {config.loss!r}")
     inner = {"mse": None,
-             "lstm": lambda: TaskStateLoss(config.max_rating, config.rating_dim, config.lstm_hidden),
+             "lstm": lambda: TaskStateLoss(config.max_rating, config.rating_dim, config.lstm_hidden,
+                                           config.normalise_weights),
              "metal": lambda: MetalLoss(config.metal_hidden, config.max_rating)}[config.loss]
     return MAML(RatingOutput(backbone, config.max_rating), config.maml, inner() if inner else None,
                 scale=float(config.max_rating))
