@@ -1,0 +1,1 @@
+"""Synthetic data built so that each paper's mechanism must help: one module per paper."""
