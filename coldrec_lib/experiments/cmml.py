@@ -255,7 +255,7 @@ MECHANISM = {  # `mode_scenarios` settings and training, sized for one CPU threa
     # steps, not the paper's 20: a test's CPU budget
     **_TASKS, "lr": 3e-3, "hidden": (64, 64, 64), "s2meta": {"max_steps": 6, "min_steps": 4},
     "scenarios_per_batch": 16, "batches_per_epoch": 50, "max_epochs": 8, "eval_every": 8,
-    "patience": 1, "support_limit": 16,
+    "patience": 1, "support_limit": 8,
 }
 
 
