@@ -15,7 +15,7 @@ def test_cmml_context_reads_the_scenario_mode():
     cmml = recall[next(iter(experiment.CMML_VARIANTS))]
     # test Recall@10 with 8 support pairs, measured at seeds 0 / 1 (lr 3e-3, 400 updates):
     # own context - another scenario's +0.22 / +0.10, CMML - MAML +0.035 / +0.065,
-    # global - support popularity +0.18 / +0.24
+    # global - support popularity +0.18 / +0.24; s2Meta - global not yet measured to the end
     assert cmml > recall["CMML, another scenario's context"] + 0.05
     assert cmml > recall["MAML (first order)"]
     assert recall["s2Meta"] > recall["Global MLP"]
