@@ -13,6 +13,8 @@ s2Meta at their initialisation (no adaptation).
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..data.scenarios import (ScenarioSet, ScenarioSplit, defined_scenarios,
@@ -24,7 +26,7 @@ from ..models.s2meta import S2Meta, S2MetaConfig
 from ..models.scenario import FirstOrderMAML, MAMLConfig, SupportPopularity
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit,
                         seed_everything, seed_model)
-from . import dataset_settings, get_data, require_positive
+from . import apply_overrides, dataset_settings, get_data, require_positive
 
 _TASKS = {"support": 64, "query": 128, "n_negatives": 2, "max_support": 512}
 PRESETS = {
@@ -44,10 +46,11 @@ PRESETS = {
         # sized for a CPU: about 4 minutes of one core per seed on ML-100K (validation is
         # most of it, hence eval_every=2)
         "scenarios_per_batch": 16, "batches_per_epoch": 12, "max_epochs": 8, "eval_every": 2,
-        "patience": 2, "hidden": (64, 64, 64), "s2meta": {"max_steps": 5, "min_steps": 3},
+        "patience": 2, "hidden": (64, 64, 64), "s2meta": {"max_steps": 20, "min_steps": 4},
         "support_curve": (8, 64),
     },
 }
+PAPER = {"lr": 1e-4, "s2meta.min_steps": 4, "s2meta.max_steps": 20}  # both papers: Adam 1e-4
 SELECTION = "Recall@20"  # on validation scenarios only
 CMML_VARIANTS = {  # name -> config overrides (the first is "CMML" in the support curve)
     "CMML (mean, FiLM 1+gamma)": {},
@@ -101,11 +104,11 @@ def train_scenario_model(model, split: ScenarioSplit, config: dict, generator: t
                progress=progress, desc=desc, **checkpoint_args(checkpoints, desc))
 
 
-def build_models(embeddings, config: dict) -> dict:
+def build_models(embeddings, config: dict, cmml_variants: dict = CMML_VARIANTS) -> dict:
     """Every trained model of the table, untrained, by name."""
     shared = {"hidden": config["hidden"], "lr": config["lr"]}
     models = {name: CMML(embeddings, CMMLConfig(**shared, **overrides))
-              for name, overrides in CMML_VARIANTS.items()}
+              for name, overrides in cmml_variants.items()}
     models["s2Meta"] = S2Meta(embeddings, S2MetaConfig(**shared, **config["s2meta"]))
     models["MAML (first order)"] = FirstOrderMAML(embeddings, MAMLConfig(**shared))
     models["Global MLP"] = FirstOrderMAML(embeddings, MAMLConfig(**shared, inner_steps=0))
@@ -177,9 +180,7 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         extra = {"best_epoch": history.best_epoch, "valid Recall@20": history.best_value,
                  "first loss": history.history[0]["loss"], "last loss": history.history[-1]["loss"]}
         result = test.evaluate(model, name)
-        if isinstance(model, S2Meta):
-            steps, sizes = s2meta_diagnostics(model, test)
-            extra.update({"inner steps": steps, "step size": sizes})
+        extra.update(learned_part_diagnostics(model, test))
         table.add(result, "scenario", support=support, **extra)
     popularity = SupportPopularity(embeddings, split.train.pair_items).to(device)
     table.add(test.evaluate(popularity, "Support popularity"), "scenario", support=support)
@@ -201,14 +202,96 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
 
 
 @torch.no_grad()
-def s2meta_diagnostics(model: S2Meta, evaluator: ScenarioEvaluator) -> tuple[float, float]:
-    """Mean number of inner steps and mean step size (input gate of the first weight tensor)
-    over the evaluator's scenarios, with the stop controller deciding (``p > 0.5``)."""
+def s2meta_steps(model: S2Meta, evaluator: ScenarioEvaluator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inner steps taken and mean step size (input gate of the first weight tensor) on every
+    scenario of the evaluator, with the stop controller deciding (``p > 0.5``)."""
     steps, sizes = [], []
     with eval_mode(model):
-        for scenarios in evaluator.eval_set.buckets(evaluator.scenarios_per_batch):
-            batch = evaluator.eval_set.batch(scenarios).to(next(model.buffers()).device)
-            adaptation = model.adapt_with_stops(batch)
+        for batch in evaluator.eval_set.batches(evaluator.scenarios_per_batch,
+                                                evaluator.protocol.support_limit):
+            adaptation = model.adapt_with_stops(batch.to(next(model.buffers()).device))
             steps.append(adaptation.steps)
             sizes.append(adaptation.step_sizes)
-    return float(torch.cat(steps).mean()), float(torch.cat(sizes).mean())
+    return torch.cat(steps).cpu(), torch.cat(sizes).cpu()
+
+
+@torch.no_grad()
+def context_swap(model: CMML, evaluator: ScenarioEvaluator) -> tuple[torch.Tensor, torch.Tensor]:
+    """CMML's scores of every evaluated (user, candidate) pair with the scenario's own context
+    and with the previous scenario's (as `ShuffledContext`): two flat tensors."""
+    own, other = [], []
+    with eval_mode(model):
+        for batch in evaluator.eval_set.batches(evaluator.scenarios_per_batch,
+                                                evaluator.protocol.support_limit):
+            batch = batch.to(next(model.buffers()).device)
+            contexts = model.adapt(batch)
+            for j, swapped in enumerate(contexts.roll(1, 0)):
+                pairs = batch.user_mask[j].unsqueeze(1) & batch.candidate_mask[j].unsqueeze(0)
+                for context, out in ((contexts[j], own), (swapped, other)):
+                    scores = model.pair_scores(context[None], batch.users[j:j + 1],
+                                               batch.candidates[j:j + 1], grid=True)[0]
+                    out.append(scores[pairs].cpu())
+    return torch.cat(own), torch.cat(other)
+
+
+def learned_part_diagnostics(model, evaluator: ScenarioEvaluator) -> dict[str, float]:
+    """What the learned part of a model does on the evaluator's scenarios: CMML's mean
+    |score with its own context - with another scenario's|, in units of the scores' standard
+    deviation; s2Meta's inner steps (mean, fewest, most) and step size."""
+    if isinstance(model, CMML):
+        own, other = context_swap(model, evaluator)
+        return {"context |Δscore| / std": float((own - other).abs().mean() / own.std())}
+    if isinstance(model, S2Meta):
+        steps, sizes = s2meta_steps(model, evaluator)
+        return {"inner steps": float(steps.mean()), "fewest steps": float(steps.min()),
+                "most steps": float(steps.max()), "step size": float(sizes.mean())}
+    return {}
+
+
+def paper_departures(config: dict) -> dict[str, tuple]:
+    """The preset's settings that differ from the papers' (`PAPER`): ``{key: (paper,
+    preset)}``."""
+    def value(key):
+        head, _, tail = key.partition(".")
+        return config[head][tail] if tail else config[head]
+    return {key: (paper, value(key)) for key, paper in PAPER.items() if value(key) != paper}
+
+
+# ---------------------------------------------------------------------- where the mechanism must help
+MECHANISM = {  # `mode_scenarios` settings and training, sized for one CPU thread
+    "scenarios": {"n_train": 600, "n_valid": 60, "n_test": 60, "twist": 0.0},
+    # lr 3e-3: at 1e-3, 400 updates barely switch CMML's context path on; s2Meta at most 6 inner
+    # steps, not the paper's 20: a test's CPU budget
+    **_TASKS, "lr": 3e-3, "hidden": (64, 64, 64), "s2meta": {"max_steps": 6, "min_steps": 4},
+    "scenarios_per_batch": 16, "batches_per_epoch": 50, "max_epochs": 8, "eval_every": 8,
+    "patience": 1, "support_limit": 8,
+}
+
+
+def run_mechanism(seed: int = 0, overrides: dict | None = None
+                  ) -> tuple[ResultsTable, dict, ScenarioEvaluator]:
+    """Global MLP, first-order MAML, s2Meta and CMML (mean encoder, FiLM 1 + gamma) trained on
+    `mode_scenarios`, evaluated on its test scenarios with at most ``support_limit`` support
+    pairs, beside support popularity and CMML with another scenario's context. Returns the table
+    (with each model's `learned_part_diagnostics`), the trained models by name and the test
+    evaluator."""
+    from ..data.mechanisms.cmml import mode_scenarios
+
+    config = apply_overrides(copy.deepcopy(MECHANISM), overrides, "the mechanism setting")
+    generator = seed_everything(seed)
+    data = mode_scenarios(seed=seed, **config["scenarios"])
+    valid = make_evaluator(data.split.valid, config, seed, config["support_limit"])
+    test = make_evaluator(data.split.test, config, seed + 1, config["support_limit"])
+    cmml_name = next(iter(CMML_VARIANTS))
+    models = build_models(data.embeddings, config, {cmml_name: CMML_VARIANTS[cmml_name]})
+    table = ResultsTable(f"Where the mechanism must help ({data.split!r})", "mode scenarios",
+                         "mechanism")
+    for name, model in models.items():
+        train_scenario_model(model, data.split, config, generator, valid)
+        table.add(test.evaluate(model, name), "scenario", support=config["support_limit"],
+                  **learned_part_diagnostics(model, test))
+    models["Support popularity"] = SupportPopularity(data.embeddings, data.split.train.pair_items)
+    models["CMML, another scenario's context"] = ShuffledContext(models[cmml_name])
+    for name in ("Support popularity", "CMML, another scenario's context"):
+        table.add(test.evaluate(models[name], name), "scenario", support=config["support_limit"])
+    return table, models, test

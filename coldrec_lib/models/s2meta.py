@@ -10,7 +10,10 @@ KDD 2019): a meta-learned initialisation of the pair recommender, fine-tuned per
   and the step number emits ``p(stop)`` after every step from ``min_steps`` on; at most
   ``max_steps``. It is trained by REINFORCE with the advantage of continuing at step t
   ``A_t = L_query(t) - L_query(T) - penalty * (T - t)`` (T: the step where the scenario stopped):
-  continuing pays off when the query loss fell by more than the penalty per extra step.
+  continuing pays off when the query loss fell by more than the penalty per extra step. This is
+  REINFORCE with the return of stopping at t as the baseline (it depends on the state at t, not
+  on the decision), so a decision to stop (T = t) has advantage exactly 0 and the stop
+  probability learns through the decisions to continue.
 * everything batched over N scenarios: each has its own weights ``[N, ...]`` and a stop mask;
   a stopped scenario's weights are frozen while the others go on.
 
@@ -36,7 +39,7 @@ class S2MetaConfig:
     stop_hidden: int = 16
     initial_step: float = 0.05     # the input gate's value before training
     min_steps: int = 4             # paper: 4
-    max_steps: int = 10            # paper: 20
+    max_steps: int = 20            # paper: 20
     step_penalty: float = 1e-3     # REINFORCE cost of one more step
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -141,7 +144,7 @@ class S2Meta(WeightAdaptingRecommender):
                         else p_stop > 0.5)
                 if reinforce:
                     log_probs.append(torch.where(stop, p_stop, 1 - p_stop).clamp(min=1e-6).log())
-                    decisions.append((t, alive.clone(), stop))
+                    decisions.append((t, alive.clone()))
                 alive = alive & ~stop
                 if not alive.any():
                     break
@@ -149,9 +152,8 @@ class S2Meta(WeightAdaptingRecommender):
         if reinforce and decisions:
             final = torch.stack(query_losses, 1).gather(1, (steps.long() - 1).unsqueeze(1))[:, 0]
             terms = []
-            for log_prob, (t, was_alive, stop) in zip(log_probs, decisions):
-                advantage = (query_losses[t - 1] - final - config.step_penalty * (steps - t))
-                advantage = advantage * (was_alive & ~stop)  # a stop at t has advantage 0
+            for log_prob, (t, was_alive) in zip(log_probs, decisions):
+                advantage = query_losses[t - 1] - final - config.step_penalty * (steps - t)
                 terms.append(-(advantage.detach() * log_prob * was_alive))
             stop_loss = torch.stack(terms, 1).sum(1).mean()
         return Adaptation(params, steps, step_sum / steps.clamp(min=1), stop_loss, query_losses)
