@@ -26,7 +26,7 @@ def main() -> int:
         paths = [p for p in paths if p.stem in args.names or p.stem.split("-")[0] in args.names]
     report = {}
     for path in paths:
-        committed = Reference(**json.loads(path.read_text()))
+        committed = Reference.load(path)
         start = time.perf_counter()
         fresh = run_reference(committed.experiment, committed.dataset, committed.seeds,
                               args.data_path, committed.preset, committed.threads)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import sys
 import tempfile
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args) -> int:
     if args.command == "reference":
         if args.combine:
-            result = combine([Reference(**json.loads(Path(p).read_text())) for p in args.combine])
+            result = combine([Reference.load(p) for p in args.combine])
         else:
             result = run_reference(args.experiment, args.dataset, args.seeds, args.data_path,
                                    threads=args.threads)

@@ -293,7 +293,7 @@ class ResultsTable:
     def save_json(self, path) -> Path:
         """Valid JSON: a missing number (NaN, e.g. no temperature for beam search) is ``null``."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(_json_numbers(asdict(self)), indent=2,
+        atomic_write_text(path, json.dumps(json_numbers(asdict(self)), indent=2,
                                            allow_nan=False, default=float))
         return path
 
@@ -306,12 +306,12 @@ class ResultsTable:
         return cls(**fields)
 
 
-def _json_numbers(value):
+def json_numbers(value):
     """``value`` with every float a plain one, NaN and infinities as ``None``."""
     if isinstance(value, dict):
-        return {key: _json_numbers(item) for key, item in value.items()}
+        return {key: json_numbers(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_numbers(item) for item in value]
+        return [json_numbers(item) for item in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     return value

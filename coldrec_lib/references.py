@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from .data.datasets import atomic_write_text
+from .evaluation import json_numbers
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference_runs"
 SE = "SE"  # suffix of a standard-error column in `Reference.rows`
@@ -89,10 +90,20 @@ class Reference:
                             "Protocols:\n" + "\n".join(protocols)]) + "\n"
 
     # ------------------------------------------------------------------ files
+    @classmethod
+    def load(cls, path: Path | str) -> "Reference":
+        """The reference `save` wrote, its ``null`` numbers NaN again."""
+        fields = json.loads(Path(path).read_text())
+        for table in ("rows", "per_seed"):
+            fields[table] = [{key: math.nan if value is None else value
+                              for key, value in row.items()} for row in fields[table]]
+        return cls(**fields)
+
     def save(self, folder: Path | str = REFERENCE_DIR) -> Path:
         folder = Path(folder)
         path = folder / f"{self.experiment}-{self.dataset}.json"
-        atomic_write_text(path, json.dumps(asdict(self), indent=1, default=float) + "\n")
+        atomic_write_text(path, json.dumps(json_numbers(asdict(self)), indent=1, default=float,
+                                           allow_nan=False) + "\n")  # NaN: null, valid JSON
         atomic_write_text(path.with_suffix(".md"), self.document())
         return path
 
@@ -207,7 +218,7 @@ def load_reference(experiment: str, dataset: str = "ml-100k") -> Reference:
         raise FileNotFoundError(f"no reference run {path.name} in {REFERENCE_DIR}; generate it "
                                 f"with: {command_line(experiment, dataset, (0, 1, 2), 1)} "
                                 f"(committed ones: {', '.join(known) or 'none'})")
-    return Reference(**json.loads(path.read_text()))
+    return Reference.load(path)
 
 
 def show_reference(experiment: str, dataset: str = "ml-100k",

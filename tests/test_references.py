@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from coldrec_lib.cli import main
-from coldrec_lib.references import (Reference, aggregate, combine, differences,
+from coldrec_lib.references import (REFERENCE_DIR, Reference, aggregate, combine, differences,
                                     load_reference, run_reference)
 
 
@@ -47,7 +47,7 @@ def test_reference_round_trip_summary_and_differences(tmp_path):
     assert all(" ± " in cell for cell in summary["NDCG@10"])
     path = reference.save(tmp_path)
     assert path.with_suffix(".md").read_text().count("reference foundations") == 1
-    loaded = Reference(**__import__("json").loads(path.read_text()))
+    loaded = Reference.load(path)
     assert differences(loaded, reference) == []
     again = run_reference("foundations", "synthetic", seeds=(0, 1), preset="smoke",
                           progress=False)
@@ -80,9 +80,32 @@ def test_references_run_seed_by_seed_combine_into_the_run_over_all_seeds(tmp_pat
         paths.append(str(piece.save(tmp_path / f"s{seed}")))
     assert main(["reference", "foundations", "--dataset", "synthetic", "--combine", *paths,
                  "--out-dir", str(tmp_path)]) == 0
-    combined = Reference(**json.loads((tmp_path / "foundations-synthetic.json").read_text()))
+    combined = Reference.load(tmp_path / "foundations-synthetic.json")
     assert combined.rows == together.rows and combined.per_seed == together.per_seed
     assert combined.command == together.command
     assert combined.diagnostics == together.diagnostics == {"0": {}, "1": {}}  # one per seed
     with pytest.raises(ValueError, match="repeated seeds"):
         combine([combined, combined])
+
+
+def _strict(text: str):
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_missing_numbers_are_null_in_a_reference_and_read_back_as_nan(tmp_path):
+    rows = _rows({0: (3, 0.2), 1: (5, float("nan"))})
+    reference = Reference("x", "d", "full", [0, 1], "cmd", "t", "m", 1, [1.0] * 2,
+                          aggregate(rows), per_seed=[{**row, "seed": seed}
+                                                     for seed, table in rows.items()
+                                                     for row in table])
+    path = reference.save(tmp_path)
+    _strict(path.read_text())  # valid JSON: no bare NaN token
+    loaded = Reference.load(path)
+    assert math.isnan(loaded.per_seed[2]["MRR"]) and loaded.per_seed[0]["MRR"] == 0.2
+
+
+@pytest.mark.parametrize("path", sorted(REFERENCE_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_committed_references_are_valid_json(path):
+    _strict(path.read_text())
