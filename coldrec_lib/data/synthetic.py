@@ -29,17 +29,24 @@ import pandas as pd
 from .interactions import Interactions
 
 
-def make_synthetic(n_users: int = 600, n_items: int = 400, n_clusters: int = 12,
-                   n_groups: int = 4, min_len: int = 8, max_len: int = 40, follow: float = 0.75,
-                   group_loyalty: float = 0.7, zipf: float = 1.0, max_cycle: int = 4,
-                   seed: int = 0) -> Interactions:
-    rng = np.random.default_rng(seed)
+def clustered_popularity(rng: np.random.Generator, n_items: int, n_clusters: int,
+                         zipf: float) -> tuple[np.ndarray, np.ndarray]:
+    """Items dealt evenly into ``n_clusters`` clusters at random, and a Zipf popularity
+    ``rank ** -zipf`` by each item's random rank within its cluster."""
     cluster = rng.permutation(np.arange(n_items) % n_clusters)
     rank_in_cluster = np.empty(n_items)
     for c in range(n_clusters):
         members = np.flatnonzero(cluster == c)
         rank_in_cluster[members] = rng.permutation(len(members)) + 1
-    popularity = rank_in_cluster ** -zipf
+    return cluster, rank_in_cluster ** -zipf
+
+
+def make_synthetic(n_users: int = 600, n_items: int = 400, n_clusters: int = 12,
+                   n_groups: int = 4, min_len: int = 8, max_len: int = 40, follow: float = 0.75,
+                   group_loyalty: float = 0.7, zipf: float = 1.0, max_cycle: int = 4,
+                   seed: int = 0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    cluster, popularity = clustered_popularity(rng, n_items, n_clusters, zipf)
     cluster_appeal = rng.dirichlet(np.full(n_clusters, 2.0))
 
     group = rng.integers(n_groups, size=n_users)

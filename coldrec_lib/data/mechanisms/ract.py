@@ -26,6 +26,7 @@ from ...models.multvae import MultVAEConfig
 from ...models.ract import CriticConfig, RaCTConfig, RaCTTrainer
 from ..interactions import Interactions
 from ..splits import heldout_users
+from ..synthetic import clustered_popularity
 
 KINDS = ("taste", "heavy")
 
@@ -37,12 +38,7 @@ def make_ract_mechanism(n_taste: int = 1200, n_heavy: int = 300, n_items: int = 
     """Implicit interactions (column ``kind``: "taste" or "heavy"); item features: ``cluster``
     and ``block``."""
     rng = np.random.default_rng(seed)
-    cluster = rng.permutation(np.arange(n_items) % n_clusters)
-    rank = np.empty(n_items)
-    for c in range(n_clusters):
-        members = np.flatnonzero(cluster == c)
-        rank[members] = rng.permutation(len(members)) + 1
-    popularity = rank ** -zipf
+    cluster, popularity = clustered_popularity(rng, n_items, n_clusters, zipf)
     block = rng.permutation(np.arange(n_items) % n_blocks)
     users, items, kinds = [], [], []
     for u in range(n_taste + n_heavy):
