@@ -5,8 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from coldrec_lib.data.mechanisms.ract import run_mechanism as run_ract_mechanism
-from coldrec_lib.experiments import cmml, generation, melo, metatl
+from coldrec_lib.experiments import cmml, generation, melo, metatl, ract
 
 
 # ---------------------------------------------------------------------- metatl
@@ -99,7 +98,7 @@ def test_stage3_raises_ndcg_over_converged_actor():
     torch.set_num_threads(1)
     gains = []
     for seed in range(3):
-        trainer = run_ract_mechanism(seed)
+        trainer = ract.run_mechanism(seed)
         stage1, stage3 = trainer.results[1], trainer.results[3]
         # stage 1 stopped by its patience after its validation best, not by its epoch cap
         assert stage1.best_epoch + trainer.config.patience == len(stage1.history)

@@ -21,7 +21,8 @@ from ..evaluation import Evaluator, FullRanking, ResultsTable, evaluate_models
 from ..models.ease import EASE, item_gram
 from ..models.multvae import MultVAE, MultVAEConfig, UserRows, user_batches
 from ..models.popularity import Popularity
-from ..models.ract import Critic, CriticValidation, RaCTConfig, RaCTTrainer
+from ..data.mechanisms.ract import make_ract_mechanism
+from ..models.ract import Critic, CriticConfig, CriticValidation, RaCTConfig, RaCTTrainer
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
                         seed_everything)
 from . import apply_overrides, for_dataset, get_data, preset_settings
@@ -196,3 +197,26 @@ def stage3_curves(stage3: FitResult) -> dict[str, list[float]]:
     keys = dict.fromkeys(key for row in stage3.history for key in row
                          if key not in ("seconds", "elapsed"))
     return {key: [row.get(key, float("nan")) for row in stage3.history] for key in keys}
+
+
+# Where the mechanism must help (`data/mechanisms/ract.py`, `04_ract`).
+def mechanism_config() -> RaCTConfig:
+    """A two-dimensional Mult-VAE actor (too small to fit both kinds of users), stage 1 to its
+    validation best (patience 20, far from its epoch cap), stage 3 at a fine-tuning rate of 3e-3."""
+    return RaCTConfig(actor=MultVAEConfig(hidden_dims=(), latent_dim=2, batch_size=100,
+                                          anneal_steps=2000),
+                      critic=CriticConfig(lr=1e-3), actor_epochs=300, critic_epochs=60,
+                      critic_min_epochs=10, finetune_epochs=20, finetune_lr=3e-3,
+                      patience=20)
+
+
+def run_mechanism(seed: int = 0, config: RaCTConfig | None = None, n_valid: int = 200,
+                  **sizes) -> RaCTTrainer:
+    """The three stages on `make_ract_mechanism` (held-out users, 80/20 fold-in, selection on
+    validation NDCG@100 over all validation users); the trainer holds each stage's result."""
+    data = make_ract_mechanism(seed=seed, **sizes)
+    split = heldout_users(data, n_valid, n_valid, fold_in=0.8, seed=seed)
+    valid = Evaluator(split.valid, PROTOCOL, split.n_items)
+    trainer = make_trainer(split, config or mechanism_config(), valid, seed)
+    trainer.run()
+    return trainer

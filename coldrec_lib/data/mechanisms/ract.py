@@ -13,19 +13,15 @@ likelihood spends it on the heavy users' blocks, while NDCG@100 averages over us
 taste users. RaCT's critic sees ``|kept|``, ``|held-out|`` and the NLL, so it tells the two kinds
 apart by their counts and learns how much NDCG each user's NLL buys: stage 3 re-weights the
 likelihood towards the taste users. Trained on the taste users alone, the same actor ranks far
-better on all validation users: the re-weighting the critic can learn must help here.
+better on all validation users: the re-weighting the critic can learn must help here
+(`experiments.ract.run_mechanism` trains the three stages on it).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ...evaluation import Evaluator
-from ...experiments.ract import PROTOCOL, make_trainer
-from ...models.multvae import MultVAEConfig
-from ...models.ract import CriticConfig, RaCTConfig, RaCTTrainer
 from ..interactions import Interactions
-from ..splits import heldout_users
 from ..synthetic import clustered_popularity
 
 KINDS = ("taste", "heavy")
@@ -59,25 +55,3 @@ def make_ract_mechanism(n_taste: int = 1200, n_heavy: int = 300, n_items: int = 
     return Interactions.from_frame(frame, rating=None, timestamp=None, name="ract mechanism",
                                    item_features=features,
                                    source="synthetic generator")
-
-
-def mechanism_config() -> RaCTConfig:
-    """A two-dimensional Mult-VAE actor (too small to fit both kinds of users), stage 1 to its
-    validation best (patience 20, far from its epoch cap), stage 3 at a fine-tuning rate of 3e-3."""
-    return RaCTConfig(actor=MultVAEConfig(hidden_dims=(), latent_dim=2, batch_size=100,
-                                          anneal_steps=2000),
-                      critic=CriticConfig(lr=1e-3), actor_epochs=300, critic_epochs=60,
-                      critic_min_epochs=10, finetune_epochs=20, finetune_lr=3e-3,
-                      patience=20)
-
-
-def run_mechanism(seed: int = 0, config: RaCTConfig | None = None, n_valid: int = 200,
-                  **sizes) -> RaCTTrainer:
-    """The three stages on `make_ract_mechanism` (held-out users, 80/20 fold-in, selection on
-    validation NDCG@100 over all validation users); the trainer holds each stage's result."""
-    data = make_ract_mechanism(seed=seed, **sizes)
-    split = heldout_users(data, n_valid, n_valid, fold_in=0.8, seed=seed)
-    valid = Evaluator(split.valid, PROTOCOL, split.n_items)
-    trainer = make_trainer(split, config or mechanism_config(), valid, seed)
-    trainer.run()
-    return trainer
