@@ -278,7 +278,7 @@ def run_mechanism(seed: int = 0, overrides: dict | None = None
     from ..data.mechanisms.cmml import mode_scenarios
 
     config = apply_overrides(copy.deepcopy(MECHANISM), overrides, "the mechanism setting")
-    generator = seed_everything(seed)
+    seed_everything(seed)
     data = mode_scenarios(seed=seed, **config["scenarios"])
     valid = make_evaluator(data.split.valid, config, seed, config["support_limit"])
     test = make_evaluator(data.split.test, config, seed + 1, config["support_limit"])
@@ -287,7 +287,7 @@ def run_mechanism(seed: int = 0, overrides: dict | None = None
     table = ResultsTable(f"Where the mechanism must help ({data.split!r})", "mode scenarios",
                          "mechanism")
     for name, model in models.items():
-        train_scenario_model(model, data.split, config, generator, valid)
+        train_scenario_model(model, data.split, config, seed_model(seed, name), valid)
         table.add(test.evaluate(model, name), "scenario", support=config["support_limit"],
                   **learned_part_diagnostics(model, test))
     models["Support popularity"] = SupportPopularity(data.embeddings, data.split.train.pair_items)
