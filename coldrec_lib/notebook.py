@@ -13,6 +13,7 @@ coldrec from `INSTALL` (the one place that names it; tests check every notebook 
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
@@ -84,3 +85,22 @@ def dataset_for_device(session: Session, gpu: str, cpu: str) -> str:
                   f"{cpu}'s, not comparable to the paper's {gpu} numbers", SlowRunWarning,
                   stacklevel=2)
     return cpu
+
+
+def show_source(*functions) -> None:
+    """Display the library's own lines of each function (or class), highlighted: the code a
+    notebook sets beside the equation it computes."""
+    from IPython.display import Code, display
+    for function in functions:
+        display(Code(inspect.getsource(function), language="python"))
+
+
+def plain_log_ticks(axis, low: float, high: float,
+                    steps=(1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000)) -> None:
+    """Label a log ``axis`` (``ax.xaxis``) with the values themselves (1, 3, 10, ..., or the
+    ``steps`` a figure uses, e.g. its support sizes) between ``low`` and ``high`` instead of
+    powers of ten."""
+    from matplotlib.ticker import NullFormatter
+    ticks = [t for t in steps if low <= t <= high]
+    axis.set_ticks(ticks, labels=[f"{t:,}" for t in ticks])
+    axis.set_minor_formatter(NullFormatter())
