@@ -63,7 +63,8 @@ class MultVAEConfig:
 
 def multinomial_nll(logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """``-sum_i items_i * log softmax(logits)_i`` per user ``[B]`` (Liang et al., eq. 2). RaCT's
-    critic reads it on the held-out items."""
+    critic reads it over the user's whole row, or over the held-out items only
+    (`CriticConfig.nll_items`)."""
     return -(F.log_softmax(logits, dim=1) * items).sum(1)
 
 

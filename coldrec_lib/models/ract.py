@@ -1,6 +1,6 @@
 """RaCT (Lobel, Li, Gao, Carin. *Towards Amortized Ranking-Critical Training for Collaborative
 Filtering*, ICLR 2020): a Mult-VAE actor fine-tuned against a learned critic of NDCG@100. Taught
-in `04_ract`, sections "The critic" and "Three stages".
+in `04_ract`, sections "Stage 1", "The critic" and "Stage 3".
 
 Training rows are split by the actor's own input dropout: the kept items ``x * m`` are the input,
 the dropped ones ``x * (1 - m)`` are held out. For each user the critic reads three features
