@@ -51,9 +51,9 @@ class MAMLConfig:
 
 
 def multi_step_weights(steps: int, iteration: int, anneal_iterations: int) -> torch.Tensor:
-    """MAML++'s importance vector ``v`` over the inner steps: uniform at iteration 0; the weight of
-    the earlier steps decays linearly (down to ``0.03 / steps``) and the last step takes the rest;
-    from ``anneal_iterations`` on only the last step counts."""
+    """MAML++'s importance vector ``v`` over the inner steps (`02_melo`, section 4): uniform at
+    iteration 0; the weight of the earlier steps decays linearly (down to ``0.03 / steps``) and
+    the last step takes the rest; from ``anneal_iterations`` on only the last step counts."""
     if iteration >= anneal_iterations:
         return torch.eye(steps)[-1]
     decay = 1.0 / steps / anneal_iterations
@@ -141,8 +141,9 @@ class MAML(nn.Module):
 
     def _adapt(self, params, lrs, state, s_items, s_ratings, q_items, q_ratings, chunks,
                create_graph, every_step):
-        """The inner loop of one task: query losses after every step ``[S]`` (after the last one
-        only ``[1]`` unless ``every_step``) and the final predictions for its query rows ``[Q]``."""
+        """The inner loop of one task, ``theta^{s+1} = theta^s - alpha_s * grad L_support``
+        (`02_melo`, section 3): query losses after every step ``[S]`` (after the last one only
+        ``[1]`` unless ``every_step``) and the final predictions for its query rows ``[Q]``."""
         losses, last = [], self.config.inner_steps - 1
         for step in range(self.config.inner_steps):
             grads = grad(self._support_loss)(params, state, s_items, s_ratings, step, chunks)

@@ -60,6 +60,8 @@ class ContextEncoder(nn.Module):
             self.gru = nn.GRU(2 * dim + 2, 2 * dim, batch_first=True)
 
     def forward(self, pairs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """CMML's context ``c`` (`03_cmml`, section 5): the masked mean of per-pair encodings
+        (``"mean"``) or the last state of a GRU over the support pairs (``"gru"``)."""
         if self.kind == "mean":
             weights = mask.unsqueeze(-1).to(pairs.dtype)
             return (self.pair(pairs) * weights).sum(1) / weights.sum(1).clamp(min=1)
@@ -188,6 +190,7 @@ class FiLM(ModulatedMLP):
         return 2 * sum(self.hidden_sizes)
 
     def modulate(self, codes, x):
+        """FiLM (`03_cmml`, section 5): ``h * gamma + beta``, or ``h * (1 + gamma) + beta``."""
         gamma, beta = dense(codes).chunk(2, -1)
         return x * (1 + gamma if self.one_plus else gamma) + beta
 
@@ -237,6 +240,8 @@ class SoftModular(nn.Module):
         self.out = nn.Linear(m * w, 1)
 
     def forward(self, generator: HybridContext, context, users, items, grid: bool) -> torch.Tensor:
+        """Scores of the pairs, each layer's modules mixed by routing probabilities computed from
+        ``z`` (`03_cmml`, section 5)."""
         x = F.relu(self.first.hidden(self.first.parameters_list(), users, items, grid))
         n, p = x.shape[:2]
         x = x.view(n, p, self.m, self.w)

@@ -62,7 +62,8 @@ class TaskStateLoss(nn.Module):
         self.out = nn.Linear(hidden, 1)
 
     def task_state(self, support_items: torch.Tensor, support_ratings: torch.Tensor) -> torch.Tensor:
-        """Weights ``[T, S, L]`` for every support position of every task, in one LSTM call."""
+        """Weights ``[T, S, L]`` for every support position of every task, in one LSTM call:
+        ``|a . h_p + b|`` divided by its mean over the task's support (`02_melo`, section 5)."""
         t, s, length = support_ratings.shape
         x = self.embedding(support_ratings.long().reshape(t * s, length))
         start = (self.h0.expand(1, t * s, -1).contiguous(), self.c0.expand(1, t * s, -1).contiguous())

@@ -167,8 +167,8 @@ class RelationLearner(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, pairs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``pairs [N, T, 2d]``: ``concat(e_h, e_t)`` of each transition; ``mask [N, T]`` ->
-        ``r [N, d]``."""
+        """Eq. 1-2 (`01_metatl`, section 3): the mean of the MLP over each transition's
+        ``concat(e_h, e_t)``. ``pairs [N, T, 2d]``, ``mask [N, T]`` -> ``r [N, d]``."""
         n, t = mask.shape
         per_transition = self.hidden(pairs.reshape(n * t, -1)).view(n, t, -1)  # 2-D GEMMs
         weights = mask.to(per_transition.dtype).unsqueeze(-1)

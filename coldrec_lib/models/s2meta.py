@@ -67,6 +67,8 @@ class UpdateController(nn.Module):
             self.gates.bias.copy_(torch.tensor([math.log(initial_step / (1 - initial_step)), 6.0]))
 
     def forward(self, gradient, parameter, loss, state):
+        """s2Meta's gates per coordinate (`03_cmml`, section 4): the step size ``a`` and the
+        forget gate ``f`` of ``theta' = f * theta - a * clip(g, -1, 1)``."""
         n = parameter.shape[0]
         inputs = torch.cat([preprocess(gradient), parameter.unsqueeze(-1),
                             preprocess(loss).view(n, *[1] * (parameter.dim() - 1), 2)

@@ -28,8 +28,9 @@ from .base import Recommender
 
 def hinge(positive: torch.Tensor, negative: torch.Tensor, mask: torch.Tensor,
           margin: float = 1.0) -> torch.Tensor:
-    """Per-scenario mean of ``max(0, margin - s+ + s-)``: ``positive [N, P]``, ``negative
-    [N, P]`` or ``[N, P, R]`` (R negatives per positive), ``mask [N, P]`` -> ``[N]``."""
+    """Per-scenario mean of ``max(0, margin - s+ + s-)`` (the loss of `03_cmml`, section 3):
+    ``positive [N, P]``, ``negative [N, P]`` or ``[N, P, R]`` (R negatives per positive),
+    ``mask [N, P]`` -> ``[N]``."""
     if negative.dim() == 3:
         positive = positive.unsqueeze(-1)
         mask = mask.unsqueeze(-1).expand_as(negative)
@@ -179,6 +180,8 @@ class FirstOrderMAML(WeightAdaptingRecommender):
         self.config = config
 
     def adapt(self, batch: ScenarioBatch) -> list[torch.Tensor]:
+        """First-order MAML's inner loop (`03_cmml`, section 3): ``inner_steps`` steps
+        ``theta' = theta - alpha * grad L_support`` per scenario."""
         params = self.initial_params(len(batch))
         for _ in range(self.config.inner_steps):
             gradients, _ = inner_gradients(self, params, batch)
