@@ -93,6 +93,17 @@ class EvalResult:
         return f"{self.model} | {self.eval_set} ({self.n_users:,} users)\n  {values}\n  protocol: {self.protocol}"
 
 
+def paired_difference(a: EvalResult, b: EvalResult, metric: str = "MRR") -> tuple[float, float]:
+    """Mean per-user difference ``a - b`` of ``metric`` on the same users, and two standard errors
+    of that mean: a difference smaller than its two standard errors is within noise (notebooks
+    01, sections 6 and 8, and 03, section 6)."""
+    if a.n_users != b.n_users:
+        raise ValueError(f"paired_difference needs results on the same users; got {a.n_users:,} "
+                         f"and {b.n_users:,}")
+    difference = a.per_user[metric] - b.per_user[metric]
+    return float(difference.mean()), 2 * float(difference.std()) / len(difference) ** 0.5
+
+
 @contextmanager
 def eval_mode(*models):
     """Put ``models`` in eval mode (dropout off, ``z = mu``) and restore each one's mode after."""

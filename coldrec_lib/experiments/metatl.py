@@ -22,7 +22,7 @@ from ..data import (ColdStartSplit, EvalSet, Interactions, TaskSampler, cold_sta
                     cold_start_by_time)
 from ..data.mechanisms.metatl import make_translation_synthetic
 from ..evaluation import (EvalResult, Evaluator, FullRanking, ResultsTable, SampledRanking,
-                          evaluate_models)
+                          evaluate_models, paired_difference)
 from ..models.metatl import MetaTL, MetaTLConfig, task_batches
 from ..models.popularity import Popularity
 from ..models.sasrec import SASRec, SASRecConfig, next_item_batches
@@ -57,16 +57,6 @@ SPLIT_BY_FILE = ("electronics", "metatl-format")  # their files are the cold-sta
 SELECTION = ("sampled-100", "MRR")  # validation protocol and metric for model selection
 ABLATION = "MetaTL w/o inner step"     # trained without the inner step
 NO_TEST_STEP = "MetaTL, beta=0 at test"  # trained with it, scored without it
-
-
-def paired_difference(a: EvalResult, b: EvalResult, metric: str = "MRR") -> tuple[float, float]:
-    """Mean per-user difference ``a - b`` of ``metric`` on the same users, and two standard errors
-    of that mean: a difference smaller than its two standard errors is within noise."""
-    if a.n_users != b.n_users:
-        raise ValueError(f"paired_difference needs results on the same users; got {a.n_users:,} "
-                         f"and {b.n_users:,}")
-    difference = a.per_user[metric] - b.per_user[metric]
-    return float(difference.mean()), 2 * float(difference.std()) / len(difference) ** 0.5
 
 
 def make_split(data: Interactions, new_user_fraction: float | None = 0.3,
