@@ -78,9 +78,11 @@ class Reference:
 
     def describe(self) -> str:
         minutes = sum(self.seconds_per_seed) / 60
+        each = ", ".join(f"{seconds / 60:.1f}" for seconds in self.seconds_per_seed)
         return (f"{self.title}\nreference run: {self.dataset}, preset {self.preset}, seeds "
                 f"{self.seeds} (mean ± SE over seeds), {self.machine}, {self.threads} torch "
-                f"thread(s), {minutes:.1f} min in all\nreproduce: {self.command}")
+                f"thread(s), {minutes:.1f} min in all (per seed: {each} min)\n"
+                f"reproduce: {self.command}")
 
     def document(self) -> str:
         """The Markdown file written beside the JSON."""
