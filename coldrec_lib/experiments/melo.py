@@ -69,11 +69,11 @@ PRESETS = {
         "backbones": ("gru4rec", "narm", "sasrec", "bert4rec"), "dim": 32, "max_len": 30,
         "n_support": 25, "n_query": 3, "meta_batch": 16, "iterations": 2000, "eval_every": 100,
         "patience": 5, "basic_iterations": 4000, "basic_batch": 64, "melo": MELOConfig(),
-        # ML-100K (the CPU reference, ~15 CPU-min a seed): 943 users, so 200 test users; every
+        # ML-100K (the CPU reference, ~20 CPU-min a seed): 943 users, so 200 test users; every
         # model stops after 3 validations (60 iterations) without improvement, well inside its
         # cap (the reference checks best + patience <= cap); GRU4Rec and SASRec (one recurrent,
         # one attention backbone) to keep it on a CPU
-        "datasets": {"ml-100k": {"n_test": 200, "iterations": 200, "eval_every": 20,
+        "datasets": {"ml-100k": {"n_test": 200, "iterations": 400, "eval_every": 20,
                                  "patience": 3, "backbones": ("gru4rec", "sasrec"),
                                  "basic_iterations": 600,
                                  "melo": MELOConfig(maml=MAMLConfig(multi_step_iterations=40))}},
