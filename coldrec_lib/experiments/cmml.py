@@ -181,7 +181,8 @@ def run(dataset: str = "synthetic", preset: str = "smoke", seed: int = 0,
         # stopped by its cap when best_epoch + patience x eval_every > max_epochs
         extra = {"best_epoch": history.best_epoch, "max_epochs": config["max_epochs"],
                  "patience_epochs": config["patience"] * config["eval_every"],
-                 "valid Recall@20": history.best_value, "first loss": history.history[0]["loss"], "last loss": history.history[-1]["loss"]}
+                 "valid Recall@20": history.best_value, "first loss": history.history[0]["loss"],
+                 "last loss": history.history[-1]["loss"]}
         result = test.evaluate(model, name)
         extra.update(learned_part_diagnostics(model, test))
         table.add(result, "scenario", support=support, **extra)
