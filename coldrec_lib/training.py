@@ -210,6 +210,13 @@ class FitResult:
         return [r["epoch"] for r in rows], [r[key] for r in rows]
 
 
+def stopped_by_cap(best_epoch, patience, max_epochs):
+    """Whether a model (or each row of Series) was stopped by its epoch cap while still improving:
+    its best epoch plus the patience it ran under passes the cap, so the run failed. A missing
+    (NaN) best epoch is a model that was not trained: not stopped."""
+    return best_epoch + patience > max_epochs
+
+
 def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         train_batches: Callable[[int], Iterable], evaluator=None, metric: str = "NDCG@10",
         max_epochs: int = 10, patience: int = 3, eval_every: int = 1,

@@ -26,6 +26,7 @@ from ..evaluation import (EvalResult, Evaluator, FullRanking, ResultsTable, Samp
 from ..models.metatl import MetaTL, MetaTLConfig, task_batches
 from ..models.popularity import Popularity
 from ..models.sasrec import SASRec, SASRecConfig, next_item_batches
+from .. import training
 from ..training import (Checkpoints, FitResult, checkpoint_args, default_device, fit, phase,
                         seed_everything)
 from . import dataset_settings, get_data
@@ -156,7 +157,7 @@ def selection(history: FitResult, max_epochs: int, patience: int) -> dict[str, f
 def stopped_by_cap(rows: pd.DataFrame) -> pd.Series:
     """Rows (a frame with ``best epoch``, ``patience``, ``max epochs``) of models stopped by their
     epoch cap instead of by patience."""
-    return rows["best epoch"] + rows["patience"] > rows["max epochs"]
+    return training.stopped_by_cap(rows["best epoch"], rows["patience"], rows["max epochs"])
 
 
 # Where the inner step should help (`01_metatl`, section "Where the mechanism must help"): users
