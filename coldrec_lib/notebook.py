@@ -13,8 +13,10 @@ coldrec from `INSTALL` (the one place that names it; tests check every notebook 
 """
 from __future__ import annotations
 
+import datetime
 import inspect
 import os
+import platform
 import sys
 import warnings
 from dataclasses import dataclass
@@ -53,9 +55,26 @@ class Session:
     generator: torch.Generator
 
     def __str__(self) -> str:
+        """One line that dates and places the run whose outputs follow (the outputs stored in
+        a committed notebook say here which run made them)."""
         where = "Colab" if on_colab() else "local"
-        return (f"preset={self.preset} | device={self.device} | seed={self.seed} | {where} | "
-                f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)")
+        today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+        return (f"preset={self.preset} | device={self.device} ({device_name(self.device)}) | "
+                f"seed={self.seed} | {where}, {today} | torch {torch.__version__}, "
+                f"{torch.get_num_threads()} of {os.cpu_count()} CPU thread(s)")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name where the system reports one."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def setup(seed: int = 0, cpu_threads: int | None = 1) -> Session:
@@ -104,3 +123,45 @@ def plain_log_ticks(axis, low: float, high: float,
     ticks = [t for t in steps if low <= t <= high]
     axis.set_ticks(ticks, labels=[f"{t:,}" for t in ticks])
     axis.set_minor_formatter(NullFormatter())
+
+
+def execute(path, workdir=None) -> float:
+    """Run a notebook top to bottom in a fresh kernel and store its outputs in place (the
+    outputs committed with each notebook); returns the seconds it took.
+
+    The preset, the data folders (``$COLDREC_PATH_ML_100K``) and the thread count come from
+    this process's environment. Progress bars are stored as text in their final state (streams
+    coalesced), not as widgets, which GitHub and a not-yet-run Colab notebook cannot draw. The
+    kernel works in ``workdir`` (a fresh temporary folder by default, so a full run starts from no checkpoint).
+    A failing cell raises, and the notebook on disk is left as it was."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    notebook = nbformat.read(path, as_version=4)
+    workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{path.stem}-"))
+    os.environ["QT_API"] = os.environ.get("QT_API", "")  # tqdm.auto: console bars, not widgets
+    started = time.perf_counter()
+    NotebookClient(notebook, timeout=None, kernel_name="python3", coalesce_streams=True,
+                   resources={"metadata": {"path": str(workdir)}}).execute()
+    seconds = time.perf_counter() - started
+    staging = path.with_name(f".{path.name}.tmp")
+    nbformat.write(notebook, staging)
+    os.replace(staging, path)
+    return seconds
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m coldrec_lib.notebook",
+        description="Execute notebooks in place, storing their outputs (the preset comes from "
+                    f"${PRESET_ENV}, data folders from $COLDREC_PATH_<DATASET>).")
+    parser.add_argument("notebooks", nargs="+", help=".ipynb files")
+    for name in parser.parse_args().notebooks:
+        print(f"{name}: executed in {execute(name) / 60:.1f} min", flush=True)

@@ -3,7 +3,8 @@
 Downloads happen on the user's machine (Colab or laptop), never in the tests. The cache folder is
 ``$COLDREC_DATA`` if set, else ``data/`` at the top of a source checkout, else
 ``~/.cache/coldrec``. ``load_dataset(name, path=...)`` reads files that are already on disk
-(the CLI's ``--data-path``); a failed download is one `DownloadError` naming the URL and these
+(the CLI's ``--data-path``; for a notebook, ``$COLDREC_PATH_ML_100K`` and the like); a failed
+download is one `DownloadError` naming the URL and these
 two ways to supply the files, and leaves no empty folder or partial file behind.
 
 Readers take the files as published (``../shared/papers/datasets.md``):
@@ -398,7 +399,8 @@ def download(spec: DatasetSpec, folder: Path) -> Path:
                     raise DownloadError(remote.url, str(getattr(e, "reason", e)), (
                         f"Supply the files instead: download {remote.url} yourself and either "
                         f"pass the folder holding its (unzipped) files with --data-path DIR "
-                        f"(Python: load_dataset({spec.name!r}, path=DIR)), or save it as "
+                        f"(Python: load_dataset({spec.name!r}, path=DIR); a notebook: set "
+                        f"${path_variable(spec.name)}=DIR), or save it as "
                         f"{target} (the cache; set $COLDREC_DATA to use another folder)"
                     )) from None
             verify_file(target, remote)
@@ -427,11 +429,19 @@ def _unzip(archive: Path, unpacked: Path) -> Path:
     return unpacked
 
 
+def path_variable(name: str) -> str:
+    """The environment variable that points `load_dataset(name)` at a folder already holding the
+    dataset's files (``ml-100k`` -> ``COLDREC_PATH_ML_100K``): how a notebook, which calls
+    ``load_dataset`` without a path, reads a local copy instead of downloading."""
+    return "COLDREC_PATH_" + name.upper().replace("-", "_")
+
+
 def load_dataset(name: str, path: str | os.PathLike | None = None,
                  cache: str | os.PathLike | None = None) -> Interactions:
     """Load a registered dataset by name.
 
-    ``path``: a folder that already holds the dataset's files (nothing is downloaded).
+    ``path``: a folder that already holds the dataset's files (nothing is downloaded); without
+    it, the folder named by ``$COLDREC_PATH_<NAME>`` (`path_variable`) if that is set.
     Otherwise the files are downloaded into ``cache`` (default: `cache_dir()`), verified and
     parsed; a file without a published checksum has its sha256 recorded once it parsed.
     """
@@ -439,6 +449,11 @@ def load_dataset(name: str, path: str | os.PathLike | None = None,
         raise DataError("dataset registry", "name", f"one of {', '.join(DATASETS)} (or your own "
                         f"data through Interactions.from_frame); got unknown dataset {name!r}")
     spec = DATASETS[name]
+    if path is None and os.environ.get(path_variable(name)):
+        path = Path(os.environ[path_variable(name)]).expanduser()
+        if not path.is_dir():
+            raise DataError(f"${path_variable(name)}", None,
+                            f"a folder holding {spec.description}; {path} is not a folder")
     if path is not None:
         return spec.reader(Path(path))
     if not spec.files:
