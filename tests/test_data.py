@@ -147,6 +147,22 @@ def test_malformed_file(tmp_path, content, message):
         load_dataset("ml-100k", path=write(tmp_path, content))
 
 
+def test_path_variable_points_a_notebook_at_a_local_copy(tmp_path, monkeypatch):
+    """load_dataset(name) without a path reads $COLDREC_PATH_<NAME> instead of downloading (an
+    empty cache proves nothing was fetched); a variable naming no folder is an error naming it."""
+    (tmp_path / "copy").mkdir()
+    folder = write(tmp_path / "copy", "196\t242\t3\t881250949\n22\t377\t1\t878887116\n")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("COLDREC_PATH_ML_100K", str(folder))
+    data = load_dataset("ml-100k", cache=cache)
+    assert (data.n_users, len(data)) == (2, 2) and not cache.exists()
+    assert load_dataset("ml-100k", path=folder, cache=cache).frame.equals(data.frame)
+    monkeypatch.setenv("COLDREC_PATH_ML_100K", str(tmp_path / "missing"))
+    with pytest.raises(DataError, match=r"\$COLDREC_PATH_ML_100K: expected a folder holding "
+                                        r"MovieLens 100K.*missing is not a folder"):
+        load_dataset("ml-100k", cache=cache)
+
+
 def test_checksum_mismatch(tmp_path):
     path = tmp_path / "ml-100k.zip"
     path.write_bytes(b"not the archive")

@@ -1,4 +1,5 @@
-"""Every notebooks/*.md has its paired .ipynb with the same cells (`jupytext --sync`)."""
+"""Every notebooks/*.md has its paired .ipynb with the same cells (`jupytext --sync`), and the
+.ipynb stores the outputs of one full run of that code."""
 from pathlib import Path
 
 import jupytext
@@ -25,7 +26,26 @@ def test_pair_is_in_sync(md):
 
 
 @pytest.mark.parametrize("md", PAIRS, ids=lambda p: p.stem)
-def test_committed_ipynb_has_no_outputs(md):
+def test_committed_ipynb_holds_the_outputs_of_one_full_run(md):
+    """GitHub and a not-yet-run Colab notebook show the stored outputs: they must come from one
+    top-to-bottom run of the full preset (`python -m coldrec_lib.notebook`) of the code as it
+    stands. A code cell edited after that run loses its outputs and execution count on
+    `jupytext --sync`, which fails here."""
     notebook = jupytext.read(md.with_suffix(".ipynb"))
-    assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code"), (
-        f"{md.with_suffix('.ipynb').name} has stored outputs: clear them before committing")
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    counts = [c.get("execution_count") for c in code]
+    assert None not in counts, (
+        f"{md.with_suffix('.ipynb').name}: code cells {[i for i, n in enumerate(counts) if n is None]}"
+        " were not run: re-run the notebook (python -m coldrec_lib.notebook NOTEBOOK.ipynb)")
+    assert counts == list(range(1, len(code) + 1)), "cells were not run once each, top to bottom"
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"], "a stored output is an error"
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in
+                o.get("data", {})], "a progress bar stored as a widget (GitHub cannot draw it)"
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure among the outputs"
+    session_line = next(o.text for o in outputs if o.output_type == "stream"
+                        and o.text.startswith("preset="))
+    assert session_line.startswith("preset=full"), (
+        f"the stored outputs are not the full preset's: {session_line.strip()}")
+    intro = " ".join(c.source for c in notebook.cells[:4] if c.cell_type == "markdown")
+    assert "Stored outputs" in intro, "the top of the notebook does not say which run made them"
