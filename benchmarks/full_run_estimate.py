@@ -1,0 +1,480 @@
+"""How long each notebook's full preset takes on a Colab T4: an ESTIMATE from counted FLOPs and
+counted GPU operations, not a measurement (no T4 was used). CPU minutes measured per seed of the
+ML-100K references are printed beside it.
+
+    python benchmarks/full_run_estimate.py [--out benchmarks/full_run_estimate.json]
+        [--notebooks 02_melo 04_ract] [--efficiency 0.3]
+
+Method, one notebook at a time, on the dataset the notebook's full run uses with a GPU:
+
+1. **Data of the dataset's shape.** ML-100K is the real file (``--data-path``). ML-1M, ML-20M and
+   Electronics are not in this workspace: `shape_sample` draws a *sample* of their shape (the real
+   catalogue, the real mean items per user, ``sample_users`` users; items by a Zipf(0.5)
+   popularity, every item present at least once), and each model's batches per epoch on the
+   sample are scaled to the full dataset by the ratio of users (a model whose epoch is one pass
+   over users or windows: FLOPs per epoch grow with the data, not the shapes of a batch).
+   Tensor shapes (batch, sequence length, catalogue, hidden sizes) are the preset's own, so the
+   FLOPs of one batch are those of the full run.
+2. **Counted, not timed.** A few training batches of every model the full run trains go through
+   the library's own step (`training.fit` with the experiment's model, optimizer and batches),
+   and one validation pass is counted on a head of the validation users and scaled to all of
+   them; `torch.utils.flop_counter.FlopCounterMode` counts FLOPs (matrix products,
+   convolutions, attention: elementwise work is not counted) and `OpCounter` (a
+   ``TorchDispatchMode``) counts aten operations, a proxy for GPU kernel launches. The optimizers
+   count as on a GPU: ``foreach`` (one multi-tensor operation per group, torch's CUDA default),
+   not the CPU default of one loop per parameter.
+3. **Scaled to a run**: per model, (training + validation) per epoch x epochs, at two epoch
+   counts: ``reference`` = the committed ML-100K reference's best epoch (mean over seeds) plus
+   this preset's patience, at most the cap; and ``cap`` = the preset's epoch cap. One-off work
+   (test evaluation, decoding strategies, embedding pre-training) is added once.
+4. **T4 time** = FLOPs / (8.1 TFLOP/s FP32 peak x ``efficiency``) + operations x 10 us (launch
+   and Python overhead per operation: small models are launch-bound). Both terms are printed.
+
+Assumptions that the figures rest on are printed with them and kept in the JSON. One torch
+thread; a few CPU-seconds per model. Ends with one line of JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from melo import ML100K  # noqa: E402
+
+from coldrec_lib.data import Interactions, leave_one_out, load_dataset  # noqa: E402
+from coldrec_lib.training import fit  # noqa: E402
+
+REFERENCES = Path(__file__).resolve().parents[1] / "coldrec_lib" / "reference_runs"
+T4_FP32_PEAK = 8.1e12       # FLOP/s, NVIDIA's T4 datasheet (FP32)
+T4_FP64_PEAK = 8.1e12 / 32  # FP64 runs at 1/32 of FP32 on Turing
+EFFICIENCY = 0.3            # share of the peak reached by the counted FLOPs (an assumption)
+LAUNCH_S = 10e-6            # seconds per aten operation on a GPU (launch + Python dispatch)
+
+# Full-dataset shapes (users, items, interactions) the samples stand in for.
+SHAPES = {
+    "ml-1m": dict(users=6_040, items=3_706, interactions=1_000_209, min_len=20,
+                  source="MovieLens 1M ratings.dat"),
+    # Liang et al. 2018 (Mult-VAE), ratings > 3.5, users with >= 5: what RaCT trains on
+    "ml-20m": dict(users=136_677, items=20_108, interactions=10_000_000, min_len=5,
+                   source="MovieLens 20M after RaCT's filter (Liang et al. 2018, Table 1)"),
+    # ASSUMED: MetaTL's files are derived from Amazon Electronics; their own counts are not
+    # recorded here, so the 5-core Electronics shape (McAuley et al.) stands in
+    "electronics": dict(users=192_403, items=63_001, interactions=1_689_188, min_len=5,
+                        source="ASSUMED: Amazon Electronics 5-core (MetaTL's files' own counts "
+                               "are not recorded)"),
+}
+ML_RATINGS = (0.06, 0.11, 0.26, 0.35, 0.22)  # MovieLens 1M's share of ratings 1..5
+
+
+# ---------------------------------------------------------------------- the estimate
+def t4_seconds(flops: float, ops: float, efficiency: float = EFFICIENCY,
+               peak: float = T4_FP32_PEAK, launch_s: float = LAUNCH_S) -> dict[str, float]:
+    """The T4 estimate of ``flops`` FLOPs in ``ops`` GPU operations: compute
+    ``flops / (peak * efficiency)`` plus launch overhead ``ops * launch_s``, in seconds."""
+    compute, launch = flops / (peak * efficiency), ops * launch_s
+    return {"compute_s": compute, "launch_s": launch, "total_s": compute + launch}
+
+
+def t4_minutes(flops: float, ops: float, efficiency: float = EFFICIENCY) -> float:
+    return t4_seconds(flops, ops, efficiency)["total_s"] / 60
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched (one a kernel launch on a GPU, roughly: views launch
+    none, a few composite operations launch several)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count(fn) -> tuple[float, float]:
+    """(FLOPs, aten operations) of calling ``fn()``."""
+    with FlopCounterMode(display=False) as flops, OpCounter() as ops:
+        fn()
+    return float(flops.get_total_flops()), float(ops.calls)
+
+
+def gpu_like_optimizers() -> None:
+    """Adam et al. pick ``foreach`` (multi-tensor kernels) on CUDA and a per-parameter loop on
+    the CPU; count as on the GPU."""
+    import torch.optim.optimizer as optimizer_module
+    optimizer_module._default_to_fused_or_foreach = lambda params, differentiable, use_fused=False: (
+        False, not differentiable)
+
+
+@dataclass
+class Cost:
+    """One model of a run: per epoch (training + one validation) and once."""
+
+    model: str
+    train_flops: float
+    train_ops: float
+    valid_flops: float = 0.0
+    valid_ops: float = 0.0
+    epochs_reference: float = 0.0
+    epochs_cap: int = 0
+    valid_every: int = 1          # validations per epoch = 1 / valid_every
+    once_flops: float = 0.0       # test evaluation, decoding, pre-training
+    once_ops: float = 0.0
+    once_fp64_flops: float = 0.0  # float64 work (EASE's inverse) at the T4's FP64 rate
+    note: str = ""
+
+    def epoch(self) -> tuple[float, float]:
+        return (self.train_flops + self.valid_flops / self.valid_every,
+                self.train_ops + self.valid_ops / self.valid_every)
+
+    def total(self, epochs: float) -> tuple[float, float]:
+        flops, ops = self.epoch()
+        return flops * epochs + self.once_flops, ops * epochs + self.once_ops
+
+
+def fit_cost(model, optimizer, batches: list, n_batches: float, k: int = 3) -> tuple[float, float]:
+    """FLOPs and operations of ``n_batches`` training batches through `training.fit`, counted on
+    ``k`` of ``batches`` (after one uncounted warm-up batch: the optimizer's state)."""
+    fit(model, optimizer, lambda epoch: batches[:1], max_epochs=1, progress=False)
+    k = max(1, min(k, len(batches) - 1)) if len(batches) > 1 else 1
+    sample = batches[1:1 + k] if len(batches) > 1 else batches[:1]
+    flops, ops = count(lambda: fit(model, optimizer, lambda epoch: sample, max_epochs=1,
+                                   progress=False))
+    return flops / len(sample) * n_batches, ops / len(sample) * n_batches
+
+
+class _Head:
+    """The first ``n`` users of an `EvalSet` (an evaluator then scores only them)."""
+
+    def __init__(self, eval_set, n: int):
+        self._eval_set, self._n = eval_set, n
+
+    def __len__(self):
+        return self._n
+
+    def __getattr__(self, name):
+        return getattr(self._eval_set, name)
+
+
+def evaluator_cost(evaluator, model, n_users: float, head: int | None = None
+                   ) -> tuple[float, float]:
+    """FLOPs and operations of ``evaluator.evaluate(model)`` over ``n_users`` users, counted on
+    its first batch of users: FLOPs scale by users, operations by batches."""
+    head = min(len(evaluator.eval_set), head or evaluator.batch_size)
+    probe = copy.copy(evaluator)
+    probe.eval_set = _Head(evaluator.eval_set, head)
+    flops, ops = count(lambda: probe.evaluate(model))
+    return flops / head * n_users, ops * math.ceil(n_users / evaluator.batch_size)
+
+
+def reference(experiment: str) -> dict:
+    return json.loads((REFERENCES / f"{experiment}-ml-100k.json").read_text())
+
+
+def reference_rows(experiment: str, key: str) -> dict[str, float]:
+    """Model -> its mean ``key`` over the reference's seeds (the rows hold the means)."""
+    out = {}
+    for row in reference(experiment)["rows"]:
+        value = row.get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            out.setdefault(row["model"], float(value))
+    return out
+
+
+def cpu_minutes(experiment: str) -> float:
+    """Mean CPU minutes per seed of the committed ML-100K reference (one thread)."""
+    seconds = reference(experiment)["seconds_per_seed"]
+    return sum(seconds) / len(seconds) / 60
+
+
+def epochs(best: float | None, patience: int, cap: int) -> float:
+    """Epochs a run trains: best epoch + patience, at most the cap (the cap without a best)."""
+    return cap if best is None else min(best + patience, cap)
+
+
+# ---------------------------------------------------------------------- data of a shape
+def shape_sample(dataset: str, sample_users: int, seed: int = 0) -> tuple[Interactions, float]:
+    """A sample of ``dataset``'s shape (`SHAPES`) and the ratio full users / sample users.
+
+    ``sample_users`` users with lengths ``min_len + Geometric`` of the dataset's mean; items by a
+    Zipf(0.5) popularity over the whole catalogue (every item dealt to one random user first, so
+    the catalogue is complete), ratings by MovieLens 1M's rating shares, times increasing along a
+    user's sequence from a random start. FLOPs depend on these shapes, not on what the users
+    like, so the library's structured generator (`make_synthetic`, O(users x items x length)) is
+    not needed here."""
+    shape = SHAPES[dataset]
+    rng = np.random.default_rng(seed)
+    n_items, mean = shape["items"], shape["interactions"] / shape["users"]
+    min_len = shape["min_len"]
+    lengths = np.minimum(min_len - 1 + rng.geometric(1 / (mean - min_len + 1), sample_users),
+                         n_items)
+    popularity = (rng.permutation(n_items) + 1.0) ** -0.5
+    items = rng.choice(n_items, int(lengths.sum()), p=popularity / popularity.sum())
+    users = np.repeat(np.arange(sample_users), lengths)
+    users = np.concatenate([users, rng.integers(sample_users, size=n_items)])
+    items = np.concatenate([items, np.arange(n_items)])
+    start = rng.integers(0, 10 ** 8, sample_users)
+    order = np.argsort(users, kind="stable")
+    users, items = users[order], items[order]
+    position = np.arange(len(users)) - np.searchsorted(users, users)
+    frame = pd.DataFrame({"user": users + 1, "item": items + 1,
+                          "rating": rng.choice(5, len(users), p=ML_RATINGS) + 1.0,
+                          "timestamp": start[users] + 3600 * position})
+    data = Interactions.from_frame(frame, name=f"{dataset}-shaped sample",
+                                   source="benchmarks/full_run_estimate.py")
+    return data, shape["users"] / sample_users
+
+
+def ml100k(path) -> Interactions:
+    return load_dataset("ml-100k", path=path)
+
+
+# ---------------------------------------------------------------------- notebooks
+def sequential_costs(split, settings, scale: float, reference_name: str, patience: int,
+                     cap_backbone: int, cap_bpr: int, names, device="cpu") -> list[Cost]:
+    """BPR-MF and the backbones of the `sequential` experiment (06; 00's BPR-MF)."""
+    from coldrec_lib.experiments import sequential as experiment
+    from coldrec_lib.models import BPRMF, BPRMFConfig, pair_batches
+    best = reference_rows(reference_name, "best epoch")
+    costs = []
+    valid_users = len(split.valid) * scale
+    for name in names:
+        generator = torch.Generator().manual_seed(0)
+        if name == "BPR-MF":
+            model = BPRMF(split.n_users, split.n_items, BPRMFConfig())
+            batches = list(pair_batches(split.train, split.n_items, model.config.batch_size,
+                                        generator))
+            optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr,
+                                         weight_decay=model.config.weight_decay)
+            cap = cap_bpr
+        else:
+            model = experiment.build_backbone(name, split.n_items, settings, device)
+            batches = list(model.epoch_batches(split.train_sequences(), generator))
+            optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr,
+                                         weight_decay=model.config.weight_decay)
+            cap = cap_backbone
+        flops, ops = fit_cost(model, optimizer, batches, len(batches) * scale)
+        valid = experiment.make_evaluator(split.valid, experiment.PROTOCOLS["full, seen masked"],
+                                          split, settings, device)
+        vflops, vops = evaluator_cost(valid, model, valid_users)
+        tflops, tops = evaluator_cost(valid, model, 2 * valid_users)  # two test protocols
+        costs.append(Cost(name, flops, ops, vflops, vops, epochs(best.get(name), patience, cap),
+                          cap, once_flops=tflops, once_ops=tops))
+    return costs
+
+
+def notebook_00(args) -> dict:
+    from coldrec_lib.experiments import sequential
+    data = ml100k(args.data_path)
+    split = leave_one_out(data)
+    settings = sequential.settings_for("ml-100k", "full")
+    # 00 trains BPR-MF with patience 5, at most 200 epochs (its PRESETS cell); its reference
+    # records no epochs, so the best epoch is the sequential reference's BPR-MF (same model,
+    # data and split)
+    costs = sequential_costs(split, settings, 1.0, "sequential", 5, 200, 200, ["BPR-MF"])
+    return {"dataset": "ml-100k", "data": "real MovieLens 100K", "experiment": "foundations",
+            "costs": costs, "assumptions": [
+                "00's reference records no epochs: BPR-MF's best epoch is the sequential "
+                "reference's (same model, data and split) + 00's patience 5"]}
+
+
+def notebook_06(args) -> dict:
+    from coldrec_lib.experiments import sequential
+    data = ml100k(args.data_path)
+    split = leave_one_out(data)
+    settings = sequential.settings_for("ml-100k", "full")
+    costs = sequential_costs(split, settings, 1.0, "sequential", settings["patience"],
+                             settings["max_epochs"], settings["bpr_epochs"],
+                             ["BPR-MF", *sequential.BACKBONES])
+    return {"dataset": "ml-100k", "data": "real MovieLens 100K", "experiment": "sequential",
+            "costs": costs, "assumptions": []}
+
+
+def notebook_05(args) -> dict:
+    from coldrec_lib.experiments import generation as experiment
+    from coldrec_lib.generation import generate_lists
+    settings = experiment.settings_for("ml-1m", "full")
+    sample, scale = shape_sample("ml-1m", args.sample_users)
+    data, split = _generation_split(experiment, sample, settings)
+    valid = experiment.Evaluator(experiment.first_targets(split.valid, 1), experiment.PROTOCOL,
+                                 split.n_items)
+    test = experiment.Evaluator(experiment.first_targets(split.test, experiment.HORIZON),
+                                experiment.PROTOCOL, split.n_items)
+    best = reference_rows("generation", "best epoch")
+    costs, models = [], {}
+    for name in experiment.MODELS:
+        captured = {}
+        original_fit = experiment.fit
+
+        def capture(model, optimizer, batches, *rest, **kw):
+            captured.update(model=model, optimizer=optimizer, batches=batches)
+            return experiment.FitResult(0, 0.0, [])
+
+        experiment.fit = capture
+        try:
+            experiment.train(name, split, settings, valid, torch.Generator().manual_seed(0))
+        finally:
+            experiment.fit = original_fit
+        model, optimizer = captured["model"], captured["optimizer"]
+        batches = list(captured["batches"](1))
+        flops, ops = fit_cost(model, optimizer, batches, len(batches) * scale)
+        vflops, vops = evaluator_cost(valid, model, len(valid.eval_set) * scale)
+        models[name] = model
+        costs.append(Cost(name, flops, ops, vflops, vops,
+                          epochs(best.get(name), settings["patience"], settings["max_epochs"]),
+                          settings["max_epochs"]))
+    # decoding: every (model, strategy) of the table on every test user, once
+    head = min(len(test.eval_set), 64)
+    probe = _Head(test.eval_set, head)
+    once_flops = once_ops = 0.0
+    for sweep, name, strategy in experiment.runs(settings):
+        if name not in models:
+            continue
+        flops, ops = count(lambda: generate_lists(models[name], strategy, probe,
+                                                  experiment.HORIZON))
+        users = len(test.eval_set) * scale
+        once_flops += flops / head * users
+        once_ops += ops * math.ceil(users / 64)
+    costs.append(Cost("decoding (every strategy, test users)", 0, 0, once_flops=once_flops,
+                      once_ops=once_ops))
+    return {"dataset": "ml-1m", "data": _sample_note("ml-1m", sample, scale, split.n_items),
+            "experiment": "generation", "costs": costs, "assumptions": []}
+
+
+def _generation_split(experiment, sample, settings):
+    from coldrec_lib.data import filter_min_counts, last_n_horizon
+    data = filter_min_counts(sample, min_user=settings["min_user"], min_item=settings["min_item"])
+    return data, last_n_horizon(data, n=experiment.HORIZON, valid_fraction=0.5, seed=0)
+
+
+def _sample_note(dataset, sample, scale, n_items) -> str:
+    return (f"a {SHAPES[dataset]['users'] / scale:,.0f}-user sample of {dataset}'s shape "
+            f"({SHAPES[dataset]['source']}: {SHAPES[dataset]['users']:,} users, "
+            f"{SHAPES[dataset]['items']:,} items, {SHAPES[dataset]['interactions']:,} "
+            f"interactions), {len(sample):,} interactions, {n_items:,} items after the "
+            f"experiment's filters; per-epoch work x {scale:.1f}")
+
+
+NOTEBOOKS = {"00_foundations": notebook_00, "05_generation": notebook_05,
+             "06_sequential": notebook_06}
+
+
+# ---------------------------------------------------------------------- report
+def summarise(stem: str, found: dict, efficiency: float) -> dict:
+    costs: list[Cost] = found["costs"]
+    per_epoch = [c.epoch() for c in costs]
+    ref = [c.total(c.epochs_reference) for c in costs]
+    cap = [c.total(c.epochs_cap) for c in costs]
+    fp64 = sum(c.once_fp64_flops for c in costs)
+    fp64_s = fp64 / (T4_FP64_PEAK * efficiency)
+
+    def minutes(totals):
+        flops, ops = sum(t[0] for t in totals), sum(t[1] for t in totals)
+        return (t4_seconds(flops, ops, efficiency)["total_s"] + fp64_s) / 60, flops, ops
+
+    ref_min, ref_flops, ref_ops = minutes(ref)
+    cap_min, cap_flops, cap_ops = minutes(cap)
+    trained = [c for c in costs if c.epochs_cap]
+    return {
+        "dataset": found["dataset"], "data": found["data"],
+        "models": [c.model for c in costs],
+        "gflop_per_epoch": sum(f for f, _ in per_epoch) / 1e9,
+        "ops_per_epoch": sum(o for _, o in per_epoch),
+        "epochs_reference": {c.model: round(c.epochs_reference, 1) for c in trained},
+        "epochs_cap": {c.model: c.epochs_cap for c in trained},
+        "gflop_reference": ref_flops / 1e9, "ops_reference": ref_ops,
+        "gflop_cap": cap_flops / 1e9, "ops_cap": cap_ops,
+        "t4_compute_minutes_reference": t4_seconds(ref_flops, 0, efficiency)["total_s"] / 60,
+        "t4_launch_minutes_reference": t4_seconds(0, ref_ops, efficiency)["total_s"] / 60,
+        "t4_fp64_minutes": fp64_s / 60,
+        "t4_minutes_reference": ref_min, "t4_minutes_cap": cap_min,
+        "cpu_minutes_per_seed_ml100k": cpu_minutes(found["experiment"]),
+        "per_model": {c.model: {"gflop_per_epoch": c.epoch()[0] / 1e9,
+                                "ops_per_epoch": c.epoch()[1],
+                                "gflop_once": (c.once_flops + c.once_fp64_flops) / 1e9,
+                                "ops_once": c.once_ops,
+                                "t4_minutes_reference": t4_minutes(*c.total(c.epochs_reference),
+                                                                   efficiency),
+                                "t4_minutes_cap": t4_minutes(*c.total(c.epochs_cap), efficiency),
+                                **({"note": c.note} if c.note else {})} for c in costs},
+        "assumptions": found["assumptions"], "estimate": True,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notebooks", nargs="*", default=list(NOTEBOOKS))
+    parser.add_argument("--data-path", default=str(ML100K))
+    parser.add_argument("--efficiency", type=float, default=EFFICIENCY)
+    parser.add_argument("--sample-users", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    gpu_like_optimizers()
+    assumptions = [
+        f"T4 FP32 peak {T4_FP32_PEAK / 1e12:.1f} TFLOP/s at efficiency {args.efficiency} "
+        f"(FP64 1/32 of it); {LAUNCH_S * 1e6:.0f} us per aten operation",
+        "FLOPs: matrix products, convolutions and attention only (torch.utils.flop_counter)",
+        "operations: aten calls on the CPU (views count, fused CUDA kernels are not modelled)",
+        "optimizers counted with foreach (their CUDA default)",
+        "epochs 'reference' = ML-100K reference best epoch (mean over seeds) + this preset's "
+        "patience, at most the cap; 'cap' = the preset's cap",
+        "no data loading, checkpoint writing or host-device copies counted"]
+    print("ESTIMATES, not measurements. " + "; ".join(assumptions), flush=True)
+    results = {}
+    for stem in args.notebooks:
+        start = time.process_time()
+        found = NOTEBOOKS[stem](args)
+        results[stem] = summary = summarise(stem, found, args.efficiency)
+        summary["counting_cpu_s"] = round(time.process_time() - start, 1)
+        print(f"\n{stem} on {summary['dataset']} ({summary['data']}); counted in "
+              f"{summary['counting_cpu_s']} CPU-s", flush=True)
+        for note in summary["assumptions"]:
+            print(f"  assumption: {note}")
+        print(f"  {'model':38s} {'GFLOP/epoch':>12s} {'ops/epoch':>10s} {'epochs ref':>10s} "
+              f"{'cap':>5s} {'T4 min ref':>10s} {'T4 min cap':>10s}")
+        for model, row in summary["per_model"].items():
+            print(f"  {model:38s} {row['gflop_per_epoch']:12.1f} {row['ops_per_epoch']:10,.0f} "
+                  f"{summary['epochs_reference'].get(model, 0):10.1f} "
+                  f"{summary['epochs_cap'].get(model, 0):5d} "
+                  f"{row['t4_minutes_reference']:10.1f} {row['t4_minutes_cap']:10.1f}")
+        print(f"  T4 estimate: {summary['t4_minutes_reference']:.0f} min at the reference's "
+              f"epochs ({summary['t4_compute_minutes_reference']:.0f} compute + "
+              f"{summary['t4_launch_minutes_reference']:.0f} launch"
+              + (f" + {summary['t4_fp64_minutes']:.0f} FP64" if summary["t4_fp64_minutes"] else "")
+              + f"), {summary['t4_minutes_cap']:.0f} min at the caps; measured CPU (1 thread): "
+              f"{summary['cpu_minutes_per_seed_ml100k']:.0f} min per seed of the ML-100K "
+              f"reference", flush=True)
+    table = " | ".join(f"{stem} {r['dataset']}: T4 ~{r['t4_minutes_reference']:.0f}-"
+                       f"{r['t4_minutes_cap']:.0f} min (estimate), CPU "
+                       f"{r['cpu_minutes_per_seed_ml100k']:.0f} min/seed on ML-100K"
+                       for stem, r in results.items())
+    print("\n" + table)
+    out = {"benchmark": "full_run_estimate", "estimate": True, "assumptions": assumptions,
+           "efficiency": args.efficiency, "t4_fp32_peak": T4_FP32_PEAK, "launch_s": LAUNCH_S,
+           "notebooks": results}
+    line = json.dumps(out)
+    if args.out is not None:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
