@@ -61,7 +61,6 @@ from coldrec_lib.training import fit  # noqa: E402
 
 REFERENCES = Path(__file__).resolve().parents[1] / "coldrec_lib" / "reference_runs"
 T4_FP32_PEAK = 8.1e12       # FLOP/s, NVIDIA's T4 datasheet (FP32)
-T4_FP64_PEAK = 8.1e12 / 32  # FP64 runs at 1/32 of FP32 on Turing
 EFFICIENCY = 0.3            # share of the peak reached by the counted FLOPs (an assumption)
 LAUNCH_S = 10e-6            # seconds per aten operation on a GPU (launch + Python dispatch)
 
@@ -88,6 +87,19 @@ def t4_seconds(flops: float, ops: float, efficiency: float = EFFICIENCY,
     ``flops / (peak * efficiency)`` plus launch overhead ``ops * launch_s``, in seconds."""
     compute, launch = flops / (peak * efficiency), ops * launch_s
     return {"compute_s": compute, "launch_s": launch, "total_s": compute + launch}
+
+
+def host_fp64_gflops(n: int = 512, repeats: int = 10) -> float:
+    """GFLOP/s of a float64 ``torch.matmul`` on this machine's thread(s): the rate at which host
+    work in float64 (EASE's item Gram matrix and inverses, always on the CPU) is costed."""
+    a, b = torch.randn(n, n, dtype=torch.float64), torch.randn(n, n, dtype=torch.float64)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
 
 
 def t4_minutes(flops: float, ops: float, efficiency: float = EFFICIENCY) -> float:
@@ -136,7 +148,7 @@ class Cost:
     valid_every: int = 1          # validations per epoch = 1 / valid_every
     once_flops: float = 0.0       # test evaluation, decoding, pre-training
     once_ops: float = 0.0
-    once_fp64_flops: float = 0.0  # float64 work (EASE's inverse) at the T4's FP64 rate
+    once_host_flops: float = 0.0  # float64 work the library runs on the host CPU (EASE)
     note: str = ""
 
     def epoch(self) -> tuple[float, float]:
@@ -437,23 +449,105 @@ def notebook_01(args) -> dict:
                 "MetaTL at K = 2, 4, 5 trains as long as at K = 3 (the reference's MetaTL)"]}
 
 
+RACT_ML20M = {"users": 136_677, "valid": 10_000, "test": 10_000}
+
+
+def notebook_04(args) -> dict:
+    from coldrec_lib.data import heldout_users
+    from coldrec_lib.experiments import ract as experiment
+    from coldrec_lib.models.multvae import MultVAE, MultVAEConfig, UserRows, user_batches
+    from coldrec_lib.models.ract import (ActorCriticTraining, Critic, CriticPretraining,
+                                         CriticValidation)
+    settings = experiment.settings_for("ml-20m", "full")
+    config = experiment.ract_config(settings)
+    sample, _ = shape_sample("ml-20m", args.sample_users_ml20m)
+    n_heldout = args.sample_users_ml20m // 10
+    split = heldout_users(sample, n_heldout, n_heldout, fold_in=0.8, seed=0)
+    train_users = RACT_ML20M["users"] - RACT_ML20M["valid"] - RACT_ML20M["test"]
+    rows = UserRows(split.train, split.n_items)
+    scale = train_users / len(rows)
+    valid = experiment.Evaluator(split.valid, experiment.PROTOCOL, split.n_items)
+    generator = torch.Generator().manual_seed(0)
+    batches = list(user_batches(rows, config.actor.batch_size, generator))
+    n_batches = len(batches) * scale
+    ease_name = "EASE"
+    best = reference_rows("ract", "best epoch")
+    ran = {key: reference_rows("ract", key)["RaCT"] for key in ("critic epochs",
+                                                                 "stage-3 epochs")}
+    patience = config.patience
+    costs = []
+    # Mult-DAE (I -> 200 -> I) and the actor's stage 1 (Mult-VAE)
+    for name, model_config in (("Mult-DAE", MultVAEConfig.dae(batch_size=config.actor.batch_size)),
+                               ("Mult-VAE (RaCT stage 1)", config.actor)):
+        model = MultVAE(split.n_items, model_config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr, fused=True)
+        flops, ops = fit_cost(model, optimizer, batches, n_batches, k=2)
+        vflops, vops = evaluator_cost(valid, model, RACT_ML20M["valid"])
+        reference_name = name.split(" ")[0]
+        costs.append(Cost(name, flops, ops, vflops, vops,
+                          epochs(best.get(reference_name), patience, config.actor_epochs),
+                          config.actor_epochs, once_flops=vflops / RACT_ML20M["valid"]
+                          * RACT_ML20M["test"], once_ops=vops))
+    actor = model
+    critic = Critic(config.critic)
+    critic_valid = CriticValidation(split.valid, split.n_items, actor.keep_prob, seed=0)
+    cflops, cops = count(lambda: critic_valid.measure(actor, critic))
+    cflops *= RACT_ML20M["valid"] / len(split.valid)
+    cops *= math.ceil(RACT_ML20M["valid"] / critic_valid.batch_size)
+    # stage 2: the critic on the frozen actor (epochs run, not best + patience: it keeps its last)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic.lr, fused=True)
+    flops, ops = fit_cost(CriticPretraining(actor, critic), optimizer, batches, n_batches, k=2)
+    costs.append(Cost("critic (RaCT stage 2)", flops, ops, cflops, cops,
+                      min(ran["critic epochs"], config.critic_epochs), config.critic_epochs))
+    # stage 3: actor-critic, validated on NDCG@100 and monitored on the critic's users
+    optimizer = torch.optim.Adam([{"params": actor.parameters(), "lr": config.finetune_lr},
+                                  {"params": critic.parameters(), "lr": config.critic.lr}],
+                                 fused=True)
+    flops, ops = fit_cost(ActorCriticTraining(actor, critic), optimizer, batches, n_batches, k=2)
+    vflops, vops = evaluator_cost(valid, actor, RACT_ML20M["valid"])
+    costs.append(Cost("actor-critic (RaCT stage 3)", flops, ops, vflops + cflops, vops + cops,
+                      min(ran["stage-3 epochs"], config.finetune_epochs), config.finetune_epochs,
+                      once_flops=vflops / RACT_ML20M["valid"] * RACT_ML20M["test"],
+                      once_ops=vops))
+    # EASE: X^T X and one inverse per l2 of the grid, in float64 on the host (`models.ease`);
+    # then scored on the GPU (validation per l2, test once)
+    n = split.n_items
+    host = 2.0 * train_users * n * n + len(experiment.EASE_L2_GRID) * 2.0 * n ** 3
+    eflops = 2.0 * n * n * (len(experiment.EASE_L2_GRID) * RACT_ML20M["valid"]
+                            + RACT_ML20M["test"])
+    costs.append(Cost(ease_name, 0, 0, once_flops=eflops, once_host_flops=host,
+                      note="X^T X (2 U I^2) and an inverse per l2 (2 I^3 each, "
+                           f"{len(experiment.EASE_L2_GRID)} l2), float64 on the host CPU; "
+                           f"{n}^2 float64 matrices of {8 * n * n / 1e9:.1f} GB each"))
+    return {"dataset": "ml-20m", "data": (
+        _sample_note("ml-20m", sample, RACT_ML20M["users"] / len(sample.frame["user"].unique()),
+                     split.n_items) + f"; training rows x {scale:.1f}"),
+        "experiment": "ract", "costs": costs, "assumptions": [
+            "held-out users as in the preset: 10,000 validation, 10,000 test, the rest "
+            f"({train_users:,}) train",
+            "stage 2 and 3 run the reference's epoch counts (critic epochs, stage-3 epochs), "
+            "not best + patience",
+            "EASE's float64 work runs on the host CPU (the library builds X^T X and inverts it "
+            "there) and needs several 20,108^2 float64 matrices (3.2 GB each) in host memory"]}
+
+
 NOTEBOOKS = {"00_foundations": notebook_00, "01_metatl": notebook_01,
-             "05_generation": notebook_05,
+             "04_ract": notebook_04, "05_generation": notebook_05,
              "06_sequential": notebook_06}
 
 
 # ---------------------------------------------------------------------- report
-def summarise(stem: str, found: dict, efficiency: float) -> dict:
+def summarise(stem: str, found: dict, efficiency: float, host_gflops: float) -> dict:
     costs: list[Cost] = found["costs"]
     per_epoch = [c.epoch() for c in costs]
     ref = [c.total(c.epochs_reference) for c in costs]
     cap = [c.total(c.epochs_cap) for c in costs]
-    fp64 = sum(c.once_fp64_flops for c in costs)
-    fp64_s = fp64 / (T4_FP64_PEAK * efficiency)
+    host = sum(c.once_host_flops for c in costs)
+    host_s = host / (host_gflops * 1e9)
 
     def minutes(totals):
         flops, ops = sum(t[0] for t in totals), sum(t[1] for t in totals)
-        return (t4_seconds(flops, ops, efficiency)["total_s"] + fp64_s) / 60, flops, ops
+        return (t4_seconds(flops, ops, efficiency)["total_s"] + host_s) / 60, flops, ops
 
     ref_min, ref_flops, ref_ops = minutes(ref)
     cap_min, cap_flops, cap_ops = minutes(cap)
@@ -469,12 +563,13 @@ def summarise(stem: str, found: dict, efficiency: float) -> dict:
         "gflop_cap": cap_flops / 1e9, "ops_cap": cap_ops,
         "t4_compute_minutes_reference": t4_seconds(ref_flops, 0, efficiency)["total_s"] / 60,
         "t4_launch_minutes_reference": t4_seconds(0, ref_ops, efficiency)["total_s"] / 60,
-        "t4_fp64_minutes": fp64_s / 60,
+        "host_gflop": host / 1e9, "host_minutes": host_s / 60,
         "t4_minutes_reference": ref_min, "t4_minutes_cap": cap_min,
         "cpu_minutes_per_seed_ml100k": cpu_minutes(found["experiment"]),
         "per_model": {c.model: {"gflop_per_epoch": c.epoch()[0] / 1e9,
                                 "ops_per_epoch": c.epoch()[1],
-                                "gflop_once": (c.once_flops + c.once_fp64_flops) / 1e9,
+                                "gflop_once": c.once_flops / 1e9,
+                                "host_gflop_once": c.once_host_flops / 1e9,
                                 "ops_once": c.once_ops,
                                 "t4_minutes_reference": t4_minutes(*c.total(c.epochs_reference),
                                                                    efficiency),
@@ -491,26 +586,30 @@ def main() -> None:
     parser.add_argument("--efficiency", type=float, default=EFFICIENCY)
     parser.add_argument("--sample-users", type=int, default=1000)
     parser.add_argument("--sample-users-electronics", type=int, default=10_000)
+    parser.add_argument("--sample-users-ml20m", type=int, default=2_000)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     gpu_like_optimizers()
+    host_gflops = host_fp64_gflops()
     assumptions = [
-        f"T4 FP32 peak {T4_FP32_PEAK / 1e12:.1f} TFLOP/s at efficiency {args.efficiency} "
-        f"(FP64 1/32 of it); {LAUNCH_S * 1e6:.0f} us per aten operation",
+        f"T4 FP32 peak {T4_FP32_PEAK / 1e12:.1f} TFLOP/s at efficiency {args.efficiency}; "
+        f"{LAUNCH_S * 1e6:.0f} us per aten operation",
         "FLOPs: matrix products, convolutions and attention only (torch.utils.flop_counter)",
         "operations: aten calls on the CPU (views count, fused CUDA kernels are not modelled)",
         "optimizers counted with foreach (their CUDA default)",
         "epochs 'reference' = ML-100K reference best epoch (mean over seeds) + this preset's "
         "patience, at most the cap; 'cap' = the preset's cap",
-        "no data loading, checkpoint writing or host-device copies counted"]
+        "no data loading, checkpoint writing or host-device copies counted",
+        f"float64 work the library runs on the host CPU (EASE) at this machine's float64 matmul "
+        f"rate, {host_gflops:.1f} GFLOP/s on {torch.get_num_threads()} thread(s)"]
     print("ESTIMATES, not measurements. " + "; ".join(assumptions), flush=True)
     results = {}
     for stem in args.notebooks:
         start = time.process_time()
         found = NOTEBOOKS[stem](args)
-        results[stem] = summary = summarise(stem, found, args.efficiency)
+        results[stem] = summary = summarise(stem, found, args.efficiency, host_gflops)
         summary["counting_cpu_s"] = round(time.process_time() - start, 1)
         print(f"\n{stem} on {summary['dataset']} ({summary['data']}); counted in "
               f"{summary['counting_cpu_s']} CPU-s", flush=True)
@@ -526,7 +625,8 @@ def main() -> None:
         print(f"  T4 estimate: {summary['t4_minutes_reference']:.0f} min at the reference's "
               f"epochs ({summary['t4_compute_minutes_reference']:.0f} compute + "
               f"{summary['t4_launch_minutes_reference']:.0f} launch"
-              + (f" + {summary['t4_fp64_minutes']:.0f} FP64" if summary["t4_fp64_minutes"] else "")
+              + (f" + {summary['host_minutes']:.0f} host-CPU float64 at {host_gflops:.0f} "
+                 f"GFLOP/s" if summary["host_minutes"] else "")
               + f"), {summary['t4_minutes_cap']:.0f} min at the caps; measured CPU (1 thread): "
               f"{summary['cpu_minutes_per_seed_ml100k']:.0f} min per seed of the ML-100K "
               f"reference", flush=True)
@@ -536,6 +636,7 @@ def main() -> None:
                        for stem, r in results.items())
     print("\n" + table)
     out = {"benchmark": "full_run_estimate", "estimate": True, "assumptions": assumptions,
+           "host_fp64_gflops": host_gflops,
            "efficiency": args.efficiency, "t4_fp32_peak": T4_FP32_PEAK, "launch_s": LAUNCH_S,
            "notebooks": results}
     line = json.dumps(out)
