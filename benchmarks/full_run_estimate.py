@@ -106,32 +106,60 @@ def t4_minutes(flops: float, ops: float, efficiency: float = EFFICIENCY) -> floa
     return t4_seconds(flops, ops, efficiency)["total_s"] / 60
 
 
+_SKIPPED = {torch.ops.aten.is_contiguous.default, torch.ops.aten.is_contiguous.memory_format,
+            torch.ops.aten.size.default, torch.ops.aten.sym_size.default,
+            torch.ops.aten.stride.default, torch.ops.aten.sym_stride.default,
+            torch.ops.aten.storage_offset.default, torch.ops.aten.numel.default,
+            torch.ops.aten.sym_numel.default, torch.ops.aten.dim.default,
+            torch.ops.prim.layout.default}
+
+
 class OpCounter(TorchDispatchMode):
-    """Counts the aten operations dispatched (one a kernel launch on a GPU, roughly: views launch
-    none, a few composite operations launch several)."""
+    """Counts the aten operations run (one a kernel launch on a GPU, roughly: views launch none,
+    a few operations launch several) and their FLOPs with `torch.utils.flop_counter`'s formulas,
+    as `FlopCounterMode` does (an operation without a formula is decomposed first) but without
+    its module tracking, whose hooks `torch.autograd.grad` inside a model (s2Meta's inner
+    steps) does not support."""
 
     def __init__(self):
         super().__init__()
-        self.calls = 0
+        self.calls, self.flops = 0, 0
+        self.registry = FlopCounterMode(display=False).flop_registry
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SKIPPED:
+            return NotImplemented
+        if isinstance(func, torch._ops.HigherOrderOperator):
+            return func(*args, **kwargs)
+        if func not in self.registry and func is not torch.ops.prim.device.default:
+            with self:
+                out = func.decompose(*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
+        out = func(*args, **kwargs)
         self.calls += 1
-        return func(*args, **(kwargs or {}))
+        packet = func._overloadpacket
+        if packet in self.registry:
+            self.flops += self.registry[packet](*args, **kwargs, out_val=out)
+        return out
 
 
 def count(fn) -> tuple[float, float]:
     """(FLOPs, aten operations) of calling ``fn()``."""
-    with FlopCounterMode(display=False) as flops, OpCounter() as ops:
+    with OpCounter() as counter:
         fn()
-    return float(flops.get_total_flops()), float(ops.calls)
+    return float(counter.flops), float(counter.calls)
 
 
 def gpu_like_optimizers() -> None:
     """Adam et al. pick ``foreach`` (multi-tensor kernels) on CUDA and a per-parameter loop on
     the CPU; count as on the GPU."""
     import torch.optim.optimizer as optimizer_module
-    optimizer_module._default_to_fused_or_foreach = lambda params, differentiable, use_fused=False: (
-        False, not differentiable)
+    def foreach_as_on_cuda(params, differentiable, use_fused=False):
+        return False, not differentiable
+
+    optimizer_module._default_to_fused_or_foreach = foreach_as_on_cuda
 
 
 @dataclass
@@ -160,14 +188,16 @@ class Cost:
         return flops * epochs + self.once_flops, ops * epochs + self.once_ops
 
 
-def fit_cost(model, optimizer, batches: list, n_batches: float, k: int = 3) -> tuple[float, float]:
+def fit_cost(model, optimizer, batches: list, n_batches: float, k: int = 3,
+             grad_clip: float | None = None) -> tuple[float, float]:
     """FLOPs and operations of ``n_batches`` training batches through `training.fit`, counted on
     ``k`` of ``batches`` (after one uncounted warm-up batch: the optimizer's state)."""
-    fit(model, optimizer, lambda epoch: batches[:1], max_epochs=1, progress=False)
+    fit(model, optimizer, lambda epoch: batches[:1], max_epochs=1, progress=False,
+        grad_clip=grad_clip)
     k = max(1, min(k, len(batches) - 1)) if len(batches) > 1 else 1
     sample = batches[1:1 + k] if len(batches) > 1 else batches[:1]
     flops, ops = count(lambda: fit(model, optimizer, lambda epoch: sample, max_epochs=1,
-                                   progress=False))
+                                   progress=False, grad_clip=grad_clip))
     return flops / len(sample) * n_batches, ops / len(sample) * n_batches
 
 
@@ -254,7 +284,9 @@ def shape_sample(dataset: str, sample_users: int, seed: int = 0) -> tuple[Intera
 
 
 def ml100k(path) -> Interactions:
-    return load_dataset("ml-100k", path=path)
+    """The real ML-100K from ``path``, else downloaded (checksum-verified) into the cache."""
+    has_file = path is not None and (Path(path) / "u.data").exists()
+    return load_dataset("ml-100k", path=path if has_file else None)
 
 
 # ---------------------------------------------------------------------- notebooks
@@ -315,7 +347,10 @@ def notebook_06(args) -> dict:
                              settings["max_epochs"], settings["bpr_epochs"],
                              ["BPR-MF", *sequential.BACKBONES])
     return {"dataset": "ml-100k", "data": "real MovieLens 100K", "experiment": "sequential",
-            "costs": costs, "assumptions": []}
+            "costs": costs, "assumptions": [
+                "GRU4Rec's and NARM's operations are counted on the CPU path (`GRURecurrence`, "
+                "a few operations per time step); on a GPU they run cuDNN's fused GRU, so their "
+                "launch term is an overestimate (an upper bound)"]}
 
 
 def notebook_05(args) -> dict:
@@ -449,6 +484,123 @@ def notebook_01(args) -> dict:
                 "MetaTL at K = 2, 4, 5 trains as long as at K = 3 (the reference's MetaTL)"]}
 
 
+class Captured(Exception):
+    """Raised by `capturing_fit` once it has what `fit` was called with."""
+
+
+def capturing_fit(module):
+    """Replace ``module.fit`` by one that records its arguments and stops the caller; returns the
+    record and a function that puts ``fit`` back."""
+    record, original = {}, module.fit
+
+    def capture(model, optimizer, batches, *rest, **kwargs):
+        record.update(model=model, optimizer=optimizer, batches=batches, **kwargs)
+        raise Captured
+
+    module.fit = capture
+    return record, lambda: setattr(module, "fit", original)
+
+
+def melo_users(n_users: int, settings: dict) -> dict[str, int]:
+    """Validation and test users of `melo.split_users` on ``n_users`` users."""
+    n_valid = max(1, int(round(settings["valid_fraction"] * (n_users - settings["n_test"]))))
+    return {"valid": n_valid, "test": settings["n_test"]}
+
+
+def notebook_02(args) -> dict:
+    from coldrec_lib.data import filter_min_counts
+    from coldrec_lib.experiments import melo as experiment
+    settings = experiment.settings_for("ml-1m", "full")
+    sample, scale = shape_sample("ml-1m", args.sample_users)
+    data = filter_min_counts(sample, min_user=settings["min_user"], min_item=settings["min_item"])
+    small = dict(settings, n_test=args.sample_users // 5)  # the sample's own held-out users
+    sequences, train_users, evaluators = experiment.split_and_evaluators(data, small, seed=0)
+    users = melo_users(SHAPES["ml-1m"]["users"], settings)
+    best = reference_rows("melo", "best_iteration")
+    every, patience = settings["eval_every"], settings["patience"] * settings["eval_every"]
+    costs = []
+    for backbone in settings["backbones"]:
+        for method in experiment.METHODS:
+            record, restore = capturing_fit(experiment)
+            try:
+                experiment.train_model(method, backbone, data.n_items, settings, sequences,
+                                       train_users, evaluators["valid"],
+                                       torch.Generator().manual_seed(0), "cpu")
+            except Captured:
+                pass
+            finally:
+                restore()
+            model, optimizer = record["model"], record["optimizer"]
+            generator = record["batches"](1)
+            batches = [next(generator) for _ in range(3)]
+            flops, ops = fit_cost(model, optimizer, batches, every, k=2,
+                                  grad_clip=record.get("grad_clip"))
+            vflops, vops = count(lambda: evaluators["valid"].evaluate(model))
+            n_valid = len(evaluators["valid"].tasks)
+            batch = evaluators["valid"].batch_size
+            vflops, vops = vflops / n_valid * users["valid"], vops / math.ceil(
+                n_valid / batch) * math.ceil(users["valid"] / batch)
+            cap = settings["basic_iterations" if method == "Basic" else "iterations"]
+            ran = epochs(best.get(method), patience, cap) / every
+            tasks = settings["basic_batch" if method == "Basic" else "meta_batch"]
+            costs.append(Cost(f"{backbone} {method}", flops, ops, vflops, vops, ran,
+                              math.ceil(cap / every), once_flops=vflops / users["valid"]
+                              * users["test"], once_ops=vops,
+                              note=f"an epoch is {every} meta-iterations of {tasks} tasks"))
+    note = _sample_note("ml-1m", sample, scale, data.n_items).split("; per-epoch work")[0]
+    return {"dataset": "ml-1m", "data": note + "; an iteration's work does not grow with the data",
+            "experiment": "melo", "costs": costs, "assumptions": [
+                f"epochs here are {every} meta-iterations (one validation each); 'reference' = "
+                f"the ML-100K reference's best iteration (mean over its backbones and seeds) + "
+                f"this preset's patience ({patience} iterations)",
+                "NARM and BERT4Rec (not in the ML-100K reference) stop when GRU4Rec and SASRec "
+                "did there",
+                f"validation / test users: {users} of ML-1M's 6,040",
+                "MAML and MELO: second-order inner steps counted as the library runs them "
+                "(torch.func.vmap over the meta-batch)"]}
+
+
+def notebook_03(args) -> dict:
+    from coldrec_lib.data.scenarios import pretrain_embeddings
+    from coldrec_lib.experiments import cmml as experiment
+    settings = experiment.settings_for("ml-100k", "full")
+    split = experiment.make_split("ml-100k", settings, args.data_path, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    pflops, pops = count(lambda: pretrain_embeddings(split.train, settings["dim"], 1, generator))
+    embeddings = pretrain_embeddings(split.train, settings["dim"], 1, generator)
+    valid = experiment.make_evaluator(split.valid, settings, 0)
+    test = experiment.make_evaluator(split.test, settings, 1)
+    best = reference_rows("cmml", "best_epoch")
+    patience = settings["patience"] * settings["eval_every"]
+    costs = [Cost("BPR pre-training of the embeddings", 0, 0,
+                  once_flops=pflops * settings["mf_epochs"], once_ops=pops * settings["mf_epochs"])]
+    for name, model in experiment.build_models(embeddings, settings).items():
+        record, restore = capturing_fit(experiment)
+        try:
+            experiment.train_scenario_model(model, split, settings, generator, valid)
+        except Captured:
+            pass
+        finally:
+            restore()
+        batch_fn = record["batches"]
+        batches = [b for b, _ in zip(batch_fn(1), range(3))]
+        flops, ops = fit_cost(model, record["optimizer"], batches, settings["batches_per_epoch"],
+                              k=2, grad_clip=record.get("grad_clip"))
+        vflops, vops = count(lambda: valid.evaluate(model))
+        tflops, tops = count(lambda: test.evaluate(model))
+        curve = 1 + len(settings["support_curve"])  # the test, then the support curve
+        costs.append(Cost(name, flops, ops, vflops, vops,
+                          epochs(best.get(name), patience, settings["max_epochs"]),
+                          settings["max_epochs"], valid_every=settings["eval_every"],
+                          once_flops=tflops * curve, once_ops=tops * curve))
+    return {"dataset": "ml-100k", "data": f"real MovieLens 100K ({split!r})",
+            "experiment": "cmml", "costs": costs, "assumptions": [
+                "validation every eval_every epochs over all validation scenarios; test "
+                "evaluation counted once per model and once per support-curve limit",
+                "the GRU context encoder's nn.GRU runs step by step on the CPU (operations "
+                "counted there); cuDNN fuses it on a GPU: an upper bound for that variant"]}
+
+
 RACT_ML20M = {"users": 136_677, "valid": 10_000, "test": 10_000}
 
 
@@ -531,9 +683,10 @@ def notebook_04(args) -> dict:
             "there) and needs several 20,108^2 float64 matrices (3.2 GB each) in host memory"]}
 
 
-NOTEBOOKS = {"00_foundations": notebook_00, "01_metatl": notebook_01,
-             "04_ract": notebook_04, "05_generation": notebook_05,
-             "06_sequential": notebook_06}
+NOTEBOOKS = {"00_foundations": notebook_00, "01_metatl": notebook_01, "02_melo": notebook_02,
+             "03_cmml": notebook_03,
+             "04_ract": notebook_04, "05_autoregressive_generation": notebook_05,
+             "06_sequential_backbones": notebook_06}
 
 
 # ---------------------------------------------------------------------- report
@@ -568,6 +721,10 @@ def summarise(stem: str, found: dict, efficiency: float, host_gflops: float) -> 
         "cpu_minutes_per_seed_ml100k": cpu_minutes(found["experiment"]),
         "per_model": {c.model: {"gflop_per_epoch": c.epoch()[0] / 1e9,
                                 "ops_per_epoch": c.epoch()[1],
+                                "train_gflop_per_epoch": c.train_flops / 1e9,
+                                "train_ops_per_epoch": c.train_ops,
+                                "valid_gflop": c.valid_flops / 1e9, "valid_ops": c.valid_ops,
+                                "valid_every": c.valid_every,
                                 "gflop_once": c.once_flops / 1e9,
                                 "host_gflop_once": c.once_host_flops / 1e9,
                                 "ops_once": c.once_ops,
@@ -577,6 +734,10 @@ def summarise(stem: str, found: dict, efficiency: float, host_gflops: float) -> 
                                 **({"note": c.note} if c.note else {})} for c in costs},
         "assumptions": found["assumptions"], "estimate": True,
     }
+
+
+def _minutes(value: float) -> str:
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
 def main() -> None:
@@ -622,17 +783,18 @@ def main() -> None:
                   f"{summary['epochs_reference'].get(model, 0):10.1f} "
                   f"{summary['epochs_cap'].get(model, 0):5d} "
                   f"{row['t4_minutes_reference']:10.1f} {row['t4_minutes_cap']:10.1f}")
-        print(f"  T4 estimate: {summary['t4_minutes_reference']:.0f} min at the reference's "
-              f"epochs ({summary['t4_compute_minutes_reference']:.0f} compute + "
-              f"{summary['t4_launch_minutes_reference']:.0f} launch"
+        print(f"  T4 estimate: {_minutes(summary['t4_minutes_reference'])} min at the reference's "
+              f"epochs ({_minutes(summary['t4_compute_minutes_reference'])} compute + "
+              f"{_minutes(summary['t4_launch_minutes_reference'])} launch"
               + (f" + {summary['host_minutes']:.0f} host-CPU float64 at {host_gflops:.0f} "
                  f"GFLOP/s" if summary["host_minutes"] else "")
-              + f"), {summary['t4_minutes_cap']:.0f} min at the caps; measured CPU (1 thread): "
-              f"{summary['cpu_minutes_per_seed_ml100k']:.0f} min per seed of the ML-100K "
+              + f"), {_minutes(summary['t4_minutes_cap'])} min at the caps; measured CPU (1 "
+              f"thread): {_minutes(summary['cpu_minutes_per_seed_ml100k'])} min per seed of the "
+              f"ML-100K "
               f"reference", flush=True)
-    table = " | ".join(f"{stem} {r['dataset']}: T4 ~{r['t4_minutes_reference']:.0f}-"
-                       f"{r['t4_minutes_cap']:.0f} min (estimate), CPU "
-                       f"{r['cpu_minutes_per_seed_ml100k']:.0f} min/seed on ML-100K"
+    table = " | ".join(f"{stem} {r['dataset']}: T4 ~{_minutes(r['t4_minutes_reference'])}-"
+                       f"{_minutes(r['t4_minutes_cap'])} min (estimate), CPU "
+                       f"{_minutes(r['cpu_minutes_per_seed_ml100k'])} min/seed on ML-100K"
                        for stem, r in results.items())
     print("\n" + table)
     out = {"benchmark": "full_run_estimate", "estimate": True, "assumptions": assumptions,
