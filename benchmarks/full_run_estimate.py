@@ -18,9 +18,9 @@ Method, one notebook at a time, on the dataset the notebook's full run uses with
 2. **Counted, not timed.** A few training batches of every model the full run trains go through
    the library's own step (`training.fit` with the experiment's model, optimizer and batches),
    and one validation pass is counted on a head of the validation users and scaled to all of
-   them; `torch.utils.flop_counter.FlopCounterMode` counts FLOPs (matrix products,
-   convolutions, attention: elementwise work is not counted) and `OpCounter` (a
-   ``TorchDispatchMode``) counts aten operations, a proxy for GPU kernel launches. The optimizers
+   them. `OpCounter` (a ``TorchDispatchMode``) counts the aten operations run, a proxy for GPU
+   kernel launches, and their FLOPs with `torch.utils.flop_counter`'s formulas (matrix
+   products, convolutions, attention: elementwise work is not counted). The optimizers
    count as on a GPU: ``foreach`` (one multi-tensor operation per group, torch's CUDA default),
    not the CPU default of one loop per parameter.
 3. **Scaled to a run**: per model, (training + validation) per epoch x epochs, at two epoch
