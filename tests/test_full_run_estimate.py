@@ -65,3 +65,21 @@ def test_counter_counts_a_matrix_product(estimate):
     a, b = torch.ones(4, 8), torch.ones(8, 16)
     flops, ops = estimate.count(lambda: a @ b)
     assert flops == 2 * 4 * 8 * 16 and ops >= 1
+
+
+def minutes(value: float) -> str:
+    """How the notebooks write an estimate: "under a minute", "9.3 min", "43 min"."""
+    return "under a minute" if value < 1 else f"{value:.0f} min" if value >= 10 else f"{value:.1f} min"
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_each_notebook_states_the_committed_estimate(stem):
+    """The T4 figures typed in a notebook's "The full run" note are the committed JSON's."""
+    row = json.loads(COMMITTED.read_text())["notebooks"][stem]
+    text = (ROOT / "notebooks" / f"{stem}.md").read_text()
+    lines = text[text.index("**The full run.**"):].split("\n")
+    paragraph = lines[:next(i for i, line in enumerate(lines) if not line.startswith(">") and i)]
+    note = " ".join(line.lstrip("> ") for line in paragraph)
+    assert "**estimated**" in note and "benchmarks/full_run_estimate.py" in note
+    for key in ("t4_minutes_reference", "t4_minutes_cap"):
+        assert minutes(row[key]) in note, (stem, key, minutes(row[key]), note)
