@@ -125,6 +125,23 @@ def plain_log_ticks(axis, low: float, high: float,
     axis.set_minor_formatter(NullFormatter())
 
 
+def code_fingerprint(notebook) -> list[str]:
+    """A short sha256 of each code cell's source, in order."""
+    import hashlib
+    return [hashlib.sha256(cell.source.strip().encode()).hexdigest()[:16]
+            for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def stamp(notebook, seconds: float) -> None:
+    """Record in the notebook's metadata which code its stored outputs come from (`execute`):
+    `jupytext --sync` keeps an edited cell's old outputs, so a test compares this fingerprint
+    with the code as it stands."""
+    notebook.metadata["coldrec"] = {
+        "preset": current_preset(), "minutes": round(seconds / 60, 1),
+        "executed": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "code": code_fingerprint(notebook)}
+
+
 def execute(path, workdir=None) -> float:
     """Run a notebook top to bottom in a fresh kernel and store its outputs in place (the
     outputs committed with each notebook); returns the seconds it took.
@@ -149,6 +166,7 @@ def execute(path, workdir=None) -> float:
     NotebookClient(notebook, timeout=None, kernel_name="python3", coalesce_streams=True,
                    resources={"metadata": {"path": str(workdir)}}).execute()
     seconds = time.perf_counter() - started
+    stamp(notebook, seconds)
     staging = path.with_name(f".{path.name}.tmp")
     nbformat.write(notebook, staging)
     os.replace(staging, path)
