@@ -5,6 +5,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
+from coldrec_lib.notebook import code_fingerprint
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PAIRS = sorted(p for p in NOTEBOOKS.glob("*.md") if p.name != "README.md")
 
@@ -29,9 +31,17 @@ def test_pair_is_in_sync(md):
 def test_committed_ipynb_holds_the_outputs_of_one_full_run(md):
     """GitHub and a not-yet-run Colab notebook show the stored outputs: they must come from one
     top-to-bottom run of the full preset (`python -m coldrec_lib.notebook`) of the code as it
-    stands. A code cell edited after that run loses its outputs and execution count on
-    `jupytext --sync`, which fails here."""
+    stands. `jupytext --sync` keeps an edited cell's old outputs, so the run's fingerprint of
+    every code cell is compared with the code in the .md."""
     notebook = jupytext.read(md.with_suffix(".ipynb"))
+    run = notebook.metadata.get("coldrec", {})
+    assert run.get("preset") == "full", (
+        f"{md.with_suffix('.ipynb').name} holds no stamped full-preset run: "
+        f"python -m coldrec_lib.notebook {md.with_suffix('.ipynb')}")
+    code_now = code_fingerprint(jupytext.read(md))
+    edited = [i for i, (ran, now) in enumerate(zip(run["code"], code_now)) if ran != now]
+    assert len(run["code"]) == len(code_now) and not edited, (
+        f"code cells {edited} of {md.name} changed since its stored outputs were made: re-run it")
     code = [c for c in notebook.cells if c.cell_type == "code"]
     counts = [c.get("execution_count") for c in code]
     assert None not in counts, (
