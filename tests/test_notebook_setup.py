@@ -68,3 +68,19 @@ def test_the_full_preset_on_a_cpu_says_so_loudly(monkeypatch):
 
 def test_the_smoke_switch_is_documented_where_a_reader_looks():
     assert "COLDREC_PRESET=smoke" in notebook.__doc__
+
+
+def test_stamp_fingerprints_each_code_cell_so_an_edit_shows(monkeypatch):
+    """The stored outputs' stamp names the preset and one hash per code cell; editing one cell
+    changes that cell's hash only (what tests/test_notebooks_in_sync.py relies on)."""
+    import nbformat
+    monkeypatch.setenv("COLDREC_PRESET", "full")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# title"),
+                                         nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("print(x)")])
+    notebook.stamp(nb, seconds=90)
+    assert nb.metadata["coldrec"]["preset"] == "full" and nb.metadata["coldrec"]["minutes"] == 1.5
+    ran = nb.metadata["coldrec"]["code"]
+    nb.cells[2].source = "print(x + 1)"
+    now = notebook.code_fingerprint(nb)
+    assert len(ran) == len(now) == 2 and ran[0] == now[0] and ran[1] != now[1]
