@@ -54,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from melo import ML100K  # noqa: E402
+from melo import ML100K, matmul_peak_gflops  # noqa: E402
 
 from coldrec_lib.data import Interactions, leave_one_out, load_dataset  # noqa: E402
 from coldrec_lib.training import fit  # noqa: E402
@@ -87,23 +87,6 @@ def t4_seconds(flops: float, ops: float, efficiency: float = EFFICIENCY,
     ``flops / (peak * efficiency)`` plus launch overhead ``ops * launch_s``, in seconds."""
     compute, launch = flops / (peak * efficiency), ops * launch_s
     return {"compute_s": compute, "launch_s": launch, "total_s": compute + launch}
-
-
-def host_fp64_gflops(sizes=(256, 512), repeats: int = 30) -> float:
-    """GFLOP/s of a float64 ``torch.matmul`` on this machine's thread(s), the best over ``sizes``
-    of the best of ``repeats`` (a shared core reads low on single calls): the rate at which
-    host work in float64 (EASE's item Gram matrix and inverses, always on the CPU) is costed."""
-    best_rate = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n, dtype=torch.float64), torch.randn(n, n, dtype=torch.float64)
-        torch.matmul(a, b)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.matmul(a, b)
-            best = min(best, time.perf_counter() - start)
-        best_rate = max(best_rate, 2 * n ** 3 / best / 1e9)
-    return best_rate
 
 
 def t4_minutes(flops: float, ops: float, efficiency: float = EFFICIENCY) -> float:
@@ -757,7 +740,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     gpu_like_optimizers()
-    host_gflops = host_fp64_gflops()
+    # host work in float64 (EASE's Gram matrix and inverses, always on the CPU) is costed at
+    # this rate; a shared core reads low on single calls, hence the best of two sizes
+    host_gflops = matmul_peak_gflops(sizes=(256, 512), dtype=torch.float64)
     assumptions = [
         f"T4 FP32 peak {T4_FP32_PEAK / 1e12:.1f} TFLOP/s at efficiency {args.efficiency}; "
         f"{LAUNCH_S * 1e6:.0f} us per aten operation",

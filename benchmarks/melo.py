@@ -50,14 +50,15 @@ AUTHORS_TASKS_PER_S = {("gru4rec", "MAML"): 6.3, ("gru4rec", "MELO"): 6.7,
                        ("sasrec", "MAML"): 8.7, ("sasrec", "MELO"): 9.4}
 
 
-def matmul_peak_gflops(sizes=(256, 512, 1024), repeats: int = 30) -> float:
-    """GFLOP/s of a square fp32 ``torch.matmul`` on this machine and thread count: the best over
-    ``sizes`` of the best of ``repeats``. A 1024² product alone reads low on a shared core (its
+def matmul_peak_gflops(sizes=(256, 512, 1024), repeats: int = 30,
+                       dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a square ``torch.matmul`` (fp32 unless ``dtype``) on this machine and thread
+    count: the best over ``sizes`` of the best of ``repeats``. A 1024² product alone reads low on a shared core (its
     ~20-50 ms calls are preempted by other processes and its operands spill out of the core's
     cache): 29 vs 100 GFLOP/s for 512² in one run on this 2-core box."""
     best_rate = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         torch.matmul(a, b)
         best = float("inf")
         for _ in range(repeats):
