@@ -58,10 +58,13 @@ class Session:
         """One line that dates and places the run whose outputs follow (the outputs stored in
         a committed notebook say here which run made them)."""
         where = "Colab" if on_colab() else "local"
-        today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
         return (f"preset={self.preset} | device={self.device} ({device_name(self.device)}) | "
-                f"seed={self.seed} | {where}, {today} | torch {torch.__version__}, "
+                f"seed={self.seed} | {where}, {utc_date()} | torch {torch.__version__}, "
                 f"{torch.get_num_threads()} of {os.cpu_count()} CPU thread(s)")
+
+
+def utc_date() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
 def device_name(device: torch.device) -> str:
@@ -138,7 +141,7 @@ def stamp(notebook, seconds: float) -> None:
     with the code as it stands."""
     notebook.metadata["coldrec"] = {
         "preset": current_preset(), "minutes": round(seconds / 60, 1),
-        "executed": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "executed": utc_date(),
         "code": code_fingerprint(notebook)}
 
 
@@ -149,8 +152,8 @@ def execute(path, workdir=None) -> float:
     The preset, the data folders (``$COLDREC_PATH_ML_100K``) and the thread count come from
     this process's environment. Progress bars are stored as text in their final state (streams
     coalesced), not as widgets, which GitHub and a not-yet-run Colab notebook cannot draw. The
-    kernel works in ``workdir`` (a fresh temporary folder by default, so a full run starts from no checkpoint).
-    A failing cell raises, and the notebook on disk is left as it was."""
+    kernel works in ``workdir`` (by default a fresh temporary folder, so a full run starts from
+    no checkpoint). A failing cell raises, and the notebook on disk is left as it was."""
     import tempfile
     import time
     from pathlib import Path

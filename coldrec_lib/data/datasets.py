@@ -4,8 +4,8 @@ Downloads happen on the user's machine (Colab or laptop), never in the tests. Th
 ``$COLDREC_DATA`` if set, else ``data/`` at the top of a source checkout, else
 ``~/.cache/coldrec``. ``load_dataset(name, path=...)`` reads files that are already on disk
 (the CLI's ``--data-path``; for a notebook, ``$COLDREC_PATH_ML_100K`` and the like); a failed
-download is one `DownloadError` naming the URL and these
-two ways to supply the files, and leaves no empty folder or partial file behind.
+download is one `DownloadError` naming the URL and these two ways to supply the files, and
+leaves no empty folder or partial file behind.
 
 Readers take the files as published (``../shared/papers/datasets.md``):
 
